@@ -1,0 +1,14 @@
+"""Entry point. ``python app_isnet_tiny.py`` starts the production server on $PORT (default 5000).
+
+``gunicorn app_isnet_tiny:app`` works too. Run directly, this module does not
+build the app itself: gunicorn's worker imports it and builds it there, so the
+model is loaded once, in the process that serves.
+"""
+from service import create_app
+
+if __name__ == "__main__":
+    from service.server import serve
+
+    serve("app_isnet_tiny:app")
+else:
+    app = create_app()

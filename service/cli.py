@@ -1,0 +1,113 @@
+"""Command line: ``python -m service {remove,fetch} ...``.
+
+Only argparse and the catalog are imported up front, so ``--help`` and
+``--version`` answer without loading ONNX Runtime.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .catalog import CATALOG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Background removal that fits in 512 MB: remove backgrounds, fetch models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    remove = commands.add_parser("remove", help="cut the subject out of one image",
+                                 description="Write IN with its background removed to OUT. "
+                                             "OUT ending in .png gets transparency; with --color the "
+                                             "subject is put on that colour (OUT may then be .jpg).")
+    remove.add_argument("input", type=Path, metavar="IN")
+    remove.add_argument("output", type=Path, metavar="OUT")
+    remove.add_argument("--model", choices=list(CATALOG), help="model (default: $BG_REMOVAL_MODEL or isnet-general-tiny)")
+    remove.add_argument("--color", help="background colour: #RRGGBB, #RGB, R,G,B or a CSS name")
+
+    fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
+                                description="Make models ready in $MODEL_DIR, trying $BG_MODEL_MIRROR first, "
+                                            "then each source in the catalog. Exits 1 if any model fails.")
+    fetch.add_argument("models", nargs="*", metavar="MODEL", help=f"one of: {', '.join(CATALOG)} "
+                                                                   "(default: the configured model)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser("bench", help="measure memory and speed of the real server under load",
+                                description="Start the server for each model, send a mixed load, print a table.")
+    bench.add_argument("--models", nargs="+", default=["u2netp", "isnet-general-tiny"], choices=list(CATALOG))
+    bench.add_argument("--photos", type=Path, help="folder of photos to send (default: ../shared/samples/images if present)")
+    bench.add_argument("--requests", type=int, default=60)
+    bench.add_argument("--concurrency", type=int, default=3)
+    bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
+    return parser
+
+
+def _fetch(args, settings) -> int:
+    from .fetch import FetchError, fetch_model
+
+    names = args.models or [settings.model]
+    unknown = [n for n in names if n not in CATALOG]
+    if unknown:
+        print(f"error: unknown model {', '.join(unknown)}; choose from {', '.join(CATALOG)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names:
+        try:
+            path = fetch_model(CATALOG[name], settings.model_dir, settings.mirror, show_progress=not args.quiet)
+            print(f"{name}: {path}")
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _remove(args, settings) -> int:
+    from .engine import Engine
+    from .errors import ServiceError
+    from .fetch import FetchError, fetch_model
+    from .imaging import combine_alpha, compose_on_color, cutout, decode_upload, parse_color
+
+    suffix = args.output.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+        print("error: OUT must end in .png, .jpg or .webp", file=sys.stderr)
+        return 2
+    if suffix != ".png" and not args.color:
+        print(f"error: {suffix} has no transparency; give --color or write a .png", file=sys.stderr)
+        return 2
+    try:
+        color = parse_color(args.color) if args.color else None
+        spec = CATALOG[args.model or settings.model]
+        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), settings.threads)
+        decoded = decode_upload(args.input.read_bytes(), settings.max_dimension, settings.max_pixels)
+    except (ServiceError, FetchError, OSError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
+    image = cutout(decoded.rgb, mask) if color is None else compose_on_color(decoded.rgb, mask, color)
+    image.save(args.output)
+    print(f"{args.output} ({image.width}×{image.height}, {spec.name})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError, Settings
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "bench":
+        from .bench import ROOT, main as bench
+
+        photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
+        return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency, args.threads)
+    return _fetch(args, settings) if args.command == "fetch" else _remove(args, settings)

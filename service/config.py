@@ -1,0 +1,84 @@
+"""Settings: the environment, read once, typed and validated at start.
+
+Every knob of the service is a field of :class:`Settings`; nothing else reads
+``os.environ``. A bad value raises :class:`ConfigError` when the app is
+created, so a misconfigured deploy fails at boot, not at its first request.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .catalog import CATALOG, DEFAULT_MODEL
+
+ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+def default_model_dir(env: Mapping[str, str]) -> Path:
+    """Per-user cache directory, as the XDG base-directory spec puts it."""
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "bg-removal"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = DEFAULT_MODEL
+    model_dir: Path = Path()
+    mirror: Path | None = None
+    threads: int = 1
+    max_file_size: int = 8 * 1024 * 1024       # bytes
+    max_dimension: int = 1024                   # pixels, long side
+    max_pixels: int = 40_000_000                # declared width × height accepted for decoding
+    max_queue: int = 2                          # requests waiting behind the running one
+    queue_timeout: float = 60.0                 # seconds a request may wait for its turn
+    host: str = "0.0.0.0"
+    port: int = 5000
+    web_threads: int = 4
+
+    @property
+    def max_file_size_mb(self) -> int:
+        return self.max_file_size // (1024 * 1024)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``); raise ConfigError on bad values."""
+        env = os.environ if env is None else env
+        model = env.get("BG_REMOVAL_MODEL") or DEFAULT_MODEL
+        if model not in CATALOG:
+            raise ConfigError(
+                f"BG_REMOVAL_MODEL={model!r} is not a known model; choose one of {', '.join(CATALOG)}"
+            )
+        mirror = env.get("BG_MODEL_MIRROR")
+        return cls(
+            model=model,
+            model_dir=Path(env.get("MODEL_DIR") or default_model_dir(env)).expanduser(),
+            mirror=Path(mirror).expanduser() if mirror else None,
+            threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
+            max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
+            max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
+            max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
+            max_queue=_int(env, "MAX_QUEUE", 2, 0, 1000),
+            queue_timeout=float(_int(env, "QUEUE_TIMEOUT_S", 60, 1, 3600)),
+            host=env.get("HOST") or "0.0.0.0",
+            port=_int(env, "PORT", 5000, 1, 65535),
+            web_threads=_int(env, "WEB_THREADS", 4, 1, 64),
+        )

@@ -1,0 +1,43 @@
+"""The one object that owns the model: an ONNX Runtime session, created once per process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .catalog import ModelSpec
+from .imaging import postprocess, preprocess
+
+
+class Engine:
+    """Runs one catalog model on the CPU with options chosen for a small memory footprint.
+
+    The CPU arena and memory-pattern planner are off: both keep the largest
+    activations of a 1024² run allocated between requests. ``threads`` sets
+    ONNX Runtime's intra-op thread count (inter-op stays 1, sequential).
+    """
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1):
+        import onnxruntime as ort  # heavy: only where a model is really run
+
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.spec = spec
+        self.threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = spec.output or self.session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32."""
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def predict_mask(self, rgb: Image.Image) -> Image.Image:
+        """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
+        return postprocess(self.run(preprocess(rgb, self.spec)), rgb.size)

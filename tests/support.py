@@ -1,0 +1,76 @@
+"""Helpers for the tests: where the shared data is, and a live server process."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SAMPLES = SHARED / "samples"
+
+
+def mirror() -> str | None:
+    if os.environ.get("BG_MODEL_MIRROR"):
+        return os.environ["BG_MODEL_MIRROR"]
+    default = SHARED / "models"
+    return str(default) if default.is_dir() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=120, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=120, **kw)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(env: dict[str, str], log: Path, timeout: float = 90) -> LiveServer:
+    """Start ``python app_isnet_tiny.py`` on a free loopback port and wait until it is healthy."""
+    port = free_port()
+    env = {**env, "PORT": str(port), "HOST": "127.0.0.1"}
+    out = open(log, "wb")
+    process = subprocess.Popen([sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if server.get("/api/bg/health").status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server not healthy after {timeout} s:\n{log.read_text()}")

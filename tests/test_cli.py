@@ -1,0 +1,54 @@
+"""`python -m service`: help without heavy imports, remove, errors with exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from PIL import Image
+
+from .support import ROOT
+
+
+def test_help_and_version_do_not_import_onnxruntime():
+    for flag in ("--help", "--version"):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "service", flag],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0
+        assert "onnxruntime" not in result.stderr and "numpy" not in result.stderr
+    assert "remove" in subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT,
+                                      capture_output=True, text=True).stdout
+
+
+def test_remove_writes_a_transparent_png(run_cli, sample_photo, tmp_path):
+    out = tmp_path / "out.png"
+    result = run_cli("remove", sample_photo, out, "--model", "u2netp")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image, Image.open(sample_photo) as photo:
+        assert image.mode == "RGBA" and image.size == photo.size
+
+
+def test_remove_with_colour_writes_a_jpeg(run_cli, sample_photo, tmp_path):
+    out = tmp_path / "out.jpg"
+    result = run_cli("remove", sample_photo, out, "--model", "u2netp", "--color", "#ff0000")
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        assert image.format == "JPEG" and image.mode == "RGB"
+
+
+def test_remove_to_jpeg_without_colour_is_refused(run_cli, sample_photo, tmp_path):
+    result = run_cli("remove", sample_photo, tmp_path / "out.jpg", "--model", "u2netp")
+    assert result.returncode == 2 and "--color" in result.stderr
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_remove_of_a_non_image_fails_with_a_message(run_cli, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    result = run_cli("remove", bad, tmp_path / "out.png", "--model", "u2netp")
+    assert result.returncode == 1 and "not an image" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_bad_environment_is_reported_not_raised(run_cli, sample_photo, tmp_path):
+    result = run_cli("remove", sample_photo, tmp_path / "o.png", env={"BG_REMOVAL_THREADS": "many"})
+    assert result.returncode == 2 and "BG_REMOVAL_THREADS" in result.stderr

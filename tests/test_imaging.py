@@ -1,0 +1,186 @@
+"""Decoding uploads of every common kind, the three inference verbs, colours."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.catalog import CATALOG
+from service.errors import BadColor, ImageTooLarge, NotAnImage, UnsupportedType
+from service.imaging import (compose_on_color, cutout, decode_upload, encode, parse_color,
+                             postprocess, preprocess, combine_alpha)
+
+LIMITS = dict(max_dimension=1024, max_pixels=40_000_000)
+
+
+def save(image: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], axis=2).astype(np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "CMYK", "YCbCr"])
+def test_opaque_modes_decode_to_rgb_without_alpha(mode):
+    fmt = "JPEG" if mode in ("CMYK", "YCbCr") else "PNG"
+    decoded = decode_upload(save(gradient(40, 30).convert(mode), fmt), **LIMITS)
+    assert decoded.rgb.mode == "RGB" and decoded.rgb.size == (40, 30)
+    assert decoded.alpha is None
+
+
+def test_cmyk_jpeg_keeps_its_colours():
+    red = Image.new("RGB", (16, 16), (220, 20, 20))
+    decoded = decode_upload(save(red.convert("CMYK"), "JPEG", quality=95), **LIMITS)
+    r, g, b = np.asarray(decoded.rgb).reshape(-1, 3).mean(axis=0)
+    assert r > 180 and g < 70 and b < 70
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_of_input_is_kept_apart_from_the_rgb(mode):
+    image = gradient(20, 10).convert("RGBA")
+    image.putalpha(Image.new("L", (20, 10), 77))
+    decoded = decode_upload(save(image.convert(mode), "PNG"), **LIMITS)
+    assert decoded.rgb.mode == "RGB"
+    assert decoded.alpha is not None and set(np.unique(np.asarray(decoded.alpha))) == {77}
+
+
+def test_palette_with_transparency_gives_alpha():
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    image.putpixel((0, 0), 1)
+    decoded = decode_upload(save(image, "PNG", transparency=1), **LIMITS)
+    alpha = np.asarray(decoded.alpha)
+    assert alpha[0, 0] == 0 and alpha[1, 1] == 255
+    assert decoded.rgb.getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    array = np.full((6, 6), 32768, dtype=np.uint16)
+    decoded = decode_upload(save(Image.fromarray(array), "PNG"), **LIMITS)
+    assert decoded.rgb.getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_exif_orientation_is_applied():
+    image = gradient(60, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    decoded = decode_upload(save(image, "JPEG", exif=exif), **LIMITS)
+    assert decoded.rgb.size == (20, 60)
+    assert decoded.original_size == (20, 60)
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [Image.new("RGB", (10, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = save(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_upload(data, **LIMITS)
+    r, g, b = decoded.rgb.getpixel((5, 5))
+    assert r > 200 and b < 50
+
+
+def test_large_jpeg_is_processed_at_max_dimension():
+    decoded = decode_upload(save(gradient(4000, 3000), "JPEG"), **LIMITS)
+    assert decoded.rgb.size == (1024, 768)
+    assert decoded.original_size == (4000, 3000)
+
+
+def test_large_png_is_processed_at_max_dimension_tall():
+    decoded = decode_upload(save(gradient(300, 2000), "PNG"), **LIMITS)
+    assert decoded.rgb.size == (154, 1024)
+
+
+def test_one_pixel_image_decodes():
+    assert decode_upload(save(Image.new("RGB", (1, 1)), "PNG"), **LIMITS).rgb.size == (1, 1)
+
+
+def test_extreme_aspect_ratio_keeps_a_pixel_on_the_short_side():
+    assert decode_upload(save(Image.new("RGB", (3000, 1)), "PNG"), **LIMITS).rgb.size == (1024, 1)
+
+
+def test_text_is_not_an_image():
+    with pytest.raises(NotAnImage):
+        decode_upload(b"hello, this is not a picture", **LIMITS)
+
+
+def test_truncated_jpeg_is_not_an_image():
+    data = save(gradient(200, 200), "JPEG")
+    with pytest.raises(NotAnImage):
+        decode_upload(data[: len(data) // 2], **LIMITS)
+
+
+def test_known_but_unsupported_format_is_415():
+    with pytest.raises(UnsupportedType, match="ICO"):
+        decode_upload(save(Image.new("RGB", (16, 16)), "ICO"), **LIMITS)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width×height and carries almost no data (a decompression-bomb header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_declared_pixels_over_budget_are_refused_before_decoding():
+    with pytest.raises(ImageTooLarge, match="65000×65000"):
+        decode_upload(png_header_only(65000, 65000), **LIMITS)
+
+
+def test_preprocess_contract():
+    spec = CATALOG["u2netp"]
+    x = preprocess(gradient(50, 30), spec)
+    assert x.shape == (1, 3, 320, 320) and x.dtype == np.float32 and x.flags.c_contiguous
+    # divided by the image's own maximum, then ImageNet mean/std per channel
+    top = (1.0 - np.array(spec.mean)) / np.array(spec.std)
+    assert np.allclose(x.max(axis=(0, 2, 3)), top, atol=0.02)
+
+
+def test_postprocess_normalises_and_resizes():
+    prediction = np.linspace(-3, 5, 16, dtype=np.float32).reshape(1, 1, 4, 4)
+    mask = postprocess(prediction, (8, 6))
+    assert mask.mode == "L" and mask.size == (8, 6)
+    raw = np.asarray(postprocess(prediction, (4, 4)))
+    assert raw.min() == 0 and raw.max() == 255
+
+
+def test_postprocess_of_constant_prediction_is_empty():
+    assert np.asarray(postprocess(np.ones((1, 1, 4, 4), np.float32), (4, 4))).max() == 0
+
+
+def test_cutout_and_composition():
+    rgb = Image.new("RGB", (4, 2), (10, 200, 30))
+    mask = Image.fromarray(np.array([[0, 255, 128, 255], [0, 0, 0, 0]], np.uint8), "L")
+    out = cutout(rgb, mask)
+    assert out.mode == "RGBA" and out.getpixel((1, 0)) == (10, 200, 30, 255) and out.getpixel((0, 0))[3] == 0
+    on_white = compose_on_color(rgb, mask, (255, 255, 255))
+    assert on_white.getpixel((0, 0)) == (255, 255, 255) and on_white.getpixel((1, 0)) == (10, 200, 30)
+    half = Image.new("L", (4, 2), 128)
+    assert np.asarray(combine_alpha(mask, half))[0, 1] == 128
+
+
+@pytest.mark.parametrize("text, rgb", [
+    ("#00ff00", (0, 255, 0)), ("#0f0", (0, 255, 0)), ("10, 20,30", (10, 20, 30)),
+    ("teal", (0, 128, 128)), ("White", (255, 255, 255)), (" #ABCDEF ", (171, 205, 239)),
+])
+def test_parse_color_accepts_documented_forms(text, rgb):
+    assert parse_color(text) == rgb
+
+
+@pytest.mark.parametrize("text", ["", None, "nope", "#12", "256,0,0", "1,2", "#ff000080"])
+def test_parse_color_rejects_the_rest(text):
+    with pytest.raises(BadColor):
+        parse_color(text)
+
+
+def test_encode_png_keeps_alpha_and_jpeg_drops_it():
+    image = Image.new("RGBA", (5, 5), (1, 2, 3, 100))
+    assert Image.open(io.BytesIO(encode(image, "png"))).mode == "RGBA"
+    assert Image.open(io.BytesIO(encode(image, "jpeg"))).mode == "RGB"

@@ -1,0 +1,42 @@
+"""Masks agree with rembg 2.0.86's on the same weights (reference masks in ../shared/samples)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.catalog import CATALOG
+from service.engine import Engine
+from service.imaging import decode_upload
+
+from .support import SAMPLES
+
+PHOTOS = sorted((SAMPLES / "images").glob("*.jpg"))
+# (our model, rembg's model name for the reference masks, minimum mean IoU)
+CASES = [("u2netp", "u2netp", 0.99), ("isnet-general-tiny", "isnet-general-use", 0.97)]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 128, b >= 128
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.skipif(not PHOTOS, reason="needs ../shared/samples")
+@pytest.mark.parametrize("model, reference, minimum", CASES, ids=[c[0] for c in CASES])
+def test_masks_match_rembg(model, reference, minimum, model_dir, tmp_path):
+    engine = Engine(CATALOG[model], model_dir / CATALOG[model].filename, threads=2)
+    scores = {}
+    for photo in PHOTOS:
+        decoded = decode_upload(photo.read_bytes(), max_dimension=1024, max_pixels=40_000_000)
+        mask = engine.predict_mask(decoded.rgb)
+        expected = Image.open(SAMPLES / f"rembg-2.0.86-{reference}" / f"{photo.stem}.png").convert("L")
+        if expected.size != mask.size:  # photos over 1024 px are processed at 1024
+            expected = expected.resize(mask.size, Image.Resampling.LANCZOS)
+        scores[photo.stem] = iou(np.asarray(mask), np.asarray(expected))
+        if scores[photo.stem] < minimum:
+            mask.save(tmp_path / f"{photo.stem}-ours.png")
+            expected.save(tmp_path / f"{photo.stem}-rembg.png")
+    mean = float(np.mean(list(scores.values())))
+    print(f"\n{model}: mean IoU {mean:.4f}, worst {min(scores.values()):.4f} ({min(scores, key=scores.get)})")
+    assert mean >= minimum, f"mean IoU {mean:.4f} < {minimum}; per photo {scores}; images in {tmp_path}"
