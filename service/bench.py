@@ -99,6 +99,44 @@ def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+REUSE_CODE = """
+import statistics, sys, time
+from PIL import Image
+from service.catalog import CATALOG
+from service.config import Settings
+from service.engine import Engine
+from service.imaging import preprocess
+from service.memory import peak_rss_mb
+spec, reuse, repeats = CATALOG[sys.argv[1]], sys.argv[2] == "on", int(sys.argv[3])
+engine = Engine(spec, Settings.from_env().model_dir / spec.filename, 1, mem_reuse=reuse)
+x = preprocess(Image.new("RGB", (800, 600), (120, 90, 60)), spec)
+times = []
+for _ in range(repeats):
+    t = time.perf_counter(); engine.run(x); times.append(time.perf_counter() - t)
+print(statistics.median(times), peak_rss_mb())
+"""
+
+
+def compare_reuse(models: list[str], repeats: int = 5) -> int:
+    """Bare runs with ONNX Runtime buffer reuse on and off, alternating processes; prints a table."""
+    from .server import MALLOC_DEFAULTS
+
+    env = {**os.environ, **MALLOC_DEFAULTS}
+    print("| model | reuse | median run s | peak RSS MB |\n|---|---|---|---|")
+    for model in models:
+        results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+        for _ in range(3):  # alternate, so that the machine's noise falls on both alike
+            for reuse in ("on", "off"):
+                out = subprocess.run([sys.executable, "-c", REUSE_CODE, model, reuse, str(repeats)],
+                                     cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+                seconds, peak = map(float, out.stdout.split())
+                results[reuse].append((seconds, peak))
+        for reuse, rows in results.items():
+            print(f"| {model} | {reuse} | {statistics.median(r[0] for r in rows):.2f} "
+                  f"| {statistics.median(r[1] for r in rows):.0f} |")
+    return 0
+
+
 def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path) -> dict:
     port = _free_port()
     env = dict(os.environ, BG_REMOVAL_MODEL=model, PORT=str(port), HOST="127.0.0.1",

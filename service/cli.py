@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=60)
     bench.add_argument("--concurrency", type=int, default=3)
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
+    bench.add_argument("--compare-reuse", action="store_true",
+                       help="instead: bare runs with ONNX Runtime buffer reuse on and off")
     return parser
 
 
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "bench":
-        from .bench import ROOT, main as bench
+        from .bench import ROOT, compare_reuse, main as bench
+
+        if args.compare_reuse:
+            return compare_reuse(args.models)
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
         return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency, args.threads)

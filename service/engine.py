@@ -14,16 +14,21 @@ class Engine:
     """Runs one catalog model on the CPU with options chosen for a small memory footprint.
 
     The CPU arena and memory-pattern planner are off: both keep the largest
-    activations of a 1024² run allocated between requests. ``threads`` sets
-    ONNX Runtime's intra-op thread count (inter-op stays 1, sequential).
+    activations of a 1024² run allocated between requests. Buffer reuse is off
+    too: the planner hands a freed 64 MiB activation buffer to a later, smaller
+    tensor, keeping it alive far past its own tensor, and on IS-Net at 1024² that
+    costs about 250 MB of peak and 24–31% of speed (README, "Memory and speed").
+    ``threads`` sets ONNX Runtime's intra-op thread count (inter-op stays 1, sequential);
+    ``mem_reuse`` exists to measure the trade (``python -m service bench --compare-reuse``).
     """
 
-    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1):
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, mem_reuse: bool = False):
         import onnxruntime as ort  # heavy: only where a model is really run
 
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
+        options.enable_mem_reuse = mem_reuse
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

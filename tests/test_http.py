@@ -218,3 +218,17 @@ def test_worker_runs_with_the_malloc_settings(u2netp_server):
     environ = worker.environ()
     for name, value in MALLOC_DEFAULTS.items():
         assert environ.get(name) == value
+
+
+def test_server_fetches_a_missing_model_on_start(base_env, model_dir, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "u2netp.onnx").write_bytes((model_dir / "u2netp.onnx").read_bytes())
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "MODEL_DIR": str(tmp_path / "models"),
+           "BG_MODEL_MIRROR": str(mirror)}
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        assert server.get("/api/bg/status").json()["model"] == "u2netp"
+        assert (tmp_path / "models" / "u2netp.onnx").is_file()
+    finally:
+        assert server.stop() == 0
