@@ -38,6 +38,47 @@ def built_tiny(tmp_path_factory, model_dir) -> Path:
                        mirror=Path(source) if source else None, show_progress=False)
 
 
+def test_split_convolution_sums_equal_the_convolution_of_the_concatenation():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from service.quantize import _quantize_conv_weights, _split_concat_convs
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 5, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["a_relu"]),
+         helper.make_node("Conv", ["b", "w0"], ["b_conv"], pads=[1, 1, 1, 1]),
+         helper.make_node("Concat", ["a_relu", "b_conv"], ["cat"], axis=1),
+         helper.make_node("Conv", ["cat", "w", "bias"], ["y"], pads=[1, 1, 1, 1])],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 2, 6, 6]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(weight, "w"),
+         numpy_helper.from_array(np.ones((3, 1, 3, 3), np.float32), "w0"),
+         numpy_helper.from_array(np.arange(4, dtype=np.float32), "bias")],
+    )
+    # "a" has no Conv behind it to read its channel count from: give it one.
+    graph.node.insert(0, helper.make_node("Conv", ["a0", "wa"], ["a"]))
+    graph.input[0].name = "a0"
+    graph.initializer.append(numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "wa"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    _quantize_conv_weights(model.graph)
+    inputs = {"a0": rng.normal(size=(1, 2, 6, 6)).astype(np.float32),
+              "b": rng.normal(size=(1, 1, 6, 6)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+
+    before = run(model)
+    assert _split_concat_convs(model.graph) == 1
+    onnx.checker.check_model(model)
+    assert "Concat" not in [n.op_type for n in model.graph.node]
+    assert np.allclose(run(model), before, atol=1e-5)
+
+
 def test_build_is_deterministic_and_matches_the_pinned_checksum(built_tiny):
     # fetch_model verified it already; check again in plain sight, and that the
     # 88 MB fp16 ingredient was not kept beside it.
@@ -54,8 +95,11 @@ def test_built_graph_has_int8_conv_weights_and_float_activations(built_tiny):
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert len(convs) == 114
+    # IS-Net's 114 Convs on the kept output, 50 of which read a Concat and became
+    # one Conv per concatenated input (164 in all)
+    assert len(convs) == 164
     for conv in convs:
+        assert conv.input[0] not in producers or producers[conv.input[0]].op_type != "Concat"
         dequantize = producers[conv.input[1]]
         assert dequantize.op_type == "DequantizeLinear"
         assert inits[dequantize.input[0]].data_type == TensorProto.INT8
