@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from .engine import Engine
     from .errors import register_error_handlers
     from .gate import AdmissionGate
+    from .requestlog import init_app as init_request_log
 
     settings = Settings.from_env({**os.environ, **(config or {})})
 
@@ -77,11 +78,7 @@ def create_app(config: Mapping[str, str] | None = None):
     app.register_blueprint(bp)
     app.register_blueprint(pages)
     register_error_handlers(app, settings.max_file_size_mb)
-
-    @app.after_request
-    def _security_headers(response):
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    init_request_log(app, settings.cors_origins)
 
     log.info("model %s loaded (%d thread%s)", engine.spec.name, settings.threads,
              "" if settings.threads == 1 else "s")

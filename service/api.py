@@ -1,18 +1,21 @@
 """HTTP API under /api/bg, and the page at /."""
 from __future__ import annotations
 
+import hmac
 import time
 from pathlib import PurePosixPath
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from PIL import Image
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine
-from .errors import BadRequest, FileTooLarge, MissingFile
+from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import combine_alpha, compose_on_color, cutout, decode_upload, encode, parse_color
+from .imaging import Decoded, combine_alpha, compose_on_color, cutout, decode_upload, encode, parse_color
 from .memory import peak_rss_mb, release_memory, rss_mb
+from .requestlog import note
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 pages = Blueprint("pages", __name__)
@@ -31,6 +34,16 @@ def _engine() -> Engine:
 
 def _gate() -> AdmissionGate:
     return current_app.extensions["bg_gate"]
+
+
+@bp.before_request
+def _require_api_key():
+    """With API_KEY set, every POST under /api/bg needs it in X-API-Key (compared in constant time)."""
+    key = _settings().api_key
+    if key and request.method == "POST":
+        given = request.headers.get("X-API-Key", "")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise Unauthorized("missing or wrong X-API-Key header")
 
 
 def _upload() -> tuple[bytes, str]:
@@ -66,13 +79,22 @@ def _image_response(body: bytes, fmt: str, filename: str, started: float) -> Res
     return response
 
 
+def _decode_and_mask(data: bytes) -> tuple[Decoded, Image.Image]:
+    """Decode the upload and predict its alpha; notes pixels and model time for the log line."""
+    decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
+    started = time.perf_counter()
+    mask = _engine().predict_mask(decoded.rgb)
+    note(pixels=decoded.rgb.width * decoded.rgb.height,
+         model_ms=round((time.perf_counter() - started) * 1000, 1))
+    return decoded, combine_alpha(mask, decoded.alpha)
+
+
 @bp.post("/remove")
 def remove():
     started = time.perf_counter()
     data, stem = _upload()
     with _gate().admit():
-        decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
-        mask = combine_alpha(_engine().predict_mask(decoded.rgb), decoded.alpha)
+        decoded, mask = _decode_and_mask(data)
         body = encode(cutout(decoded.rgb, mask), "png")
     return _image_response(body, "png", f"nobg_{stem}.png", started)
 
@@ -84,8 +106,7 @@ def change_color():
     color = parse_color(request.form.get("color") or request.args.get("color"))
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
     with _gate().admit():
-        decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
-        mask = combine_alpha(_engine().predict_mask(decoded.rgb), decoded.alpha)
+        decoded, mask = _decode_and_mask(data)
         body = encode(compose_on_color(decoded.rgb, mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)

@@ -7,7 +7,7 @@ created, so a misconfigured deploy fails at boot, not at its first request.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -41,6 +41,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of the service; ``repr`` never shows the API key."""
     model: str = DEFAULT_MODEL
     model_dir: Path = Path()
     mirror: Path | None = None
@@ -53,6 +54,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
     web_threads: int = 4
+    api_key: str | None = field(default=None, repr=False)  # when set, POSTs under /api/bg need X-API-Key
+    cors_origins: tuple[str, ...] = ()          # origins allowed to call the API from a browser; "*" = any
 
     @property
     def max_file_size_mb(self) -> int:
@@ -81,4 +84,6 @@ class Settings:
             host=env.get("HOST") or "0.0.0.0",
             port=_int(env, "PORT", 5000, 1, 65535),
             web_threads=_int(env, "WEB_THREADS", 4, 1, 64),
+            api_key=env.get("API_KEY") or None,
+            cors_origins=tuple(o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
         )

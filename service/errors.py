@@ -27,6 +27,10 @@ class BadRequest(ServiceError):
     status, code = 400, "bad_request"
 
 
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
 class MissingFile(ServiceError):
     status, code = 400, "missing_file"
 

@@ -68,7 +68,9 @@ def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
     The format is sniffed from the bytes, never from a file name. Raises
     UnsupportedType (a known format that is not allowed), NotAnImage (no image,
     truncated or corrupt), ImageTooLarge (declared width × height over ``max_pixels``).
-    Animated images give their first frame.
+    Animated images give their first frame. Pillow raises many exception types
+    for damaged data (a fuzz test finds them), so every step that reads the
+    upload maps any exception to NotAnImage: bad bytes are the client's error.
     """
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
@@ -76,9 +78,9 @@ def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
         other = _identify_other_format(data)
         if other:
             raise UnsupportedType(f"{other} images are not supported; "
-                                  f"send one of {', '.join(ALLOWED_FORMATS)}")
+                                  f"send one of {', '.join(ALLOWED_FORMATS)}") from None
         raise NotAnImage("the file is not an image that can be read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:
         raise NotAnImage(f"the image header is corrupt ({exc.__class__.__name__})") from None
 
     fmt = img.format or ""
@@ -87,18 +89,21 @@ def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
         raise ImageTooLarge(f"image is {width}×{height} pixels; the limit is {max_pixels:,} pixels")
     if width < 1 or height < 1:
         raise NotAnImage("the image has no pixels")
-
-    long_side = max(width, height)
-    if fmt in ("JPEG", "MPO") and long_side > max_dimension:
-        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: never below the size we need.
-        scale = max_dimension / long_side
-        img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
     try:
-        img.load()
-        turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-        img = ImageOps.exif_transpose(img) or img
-    except Exception as exc:  # Pillow raises many types for damaged data
+        return _to_model_input(img, fmt, width, height, max_dimension)
+    except Exception as exc:
         raise NotAnImage(f"the image data is truncated or corrupt ({exc.__class__.__name__})") from None
+
+
+def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dimension: int) -> Decoded:
+    """Load, orient, convert and shrink an opened image (see decode_upload)."""
+    if fmt in ("JPEG", "MPO") and max(width, height) > max_dimension:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: never below the size we need.
+        scale = max_dimension / max(width, height)
+        img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+    img.load()
+    turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    img = ImageOps.exif_transpose(img) or img
     original_size = (height, width) if turned else (width, height)
 
     if img.mode in _HIGH_DEPTH_MODES:

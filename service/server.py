@@ -53,7 +53,7 @@ def gunicorn_options(settings: Settings) -> dict:
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 5,
-        "accesslog": "-",
+        "accesslog": None,  # the app writes one JSON line per request (service/requestlog.py)
         "errorlog": "-",
         "loglevel": "info",
         # gunicorn ≥ 25 opens a control socket under $HOME: not wanted in a
