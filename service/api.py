@@ -147,6 +147,13 @@ def clear_cache():
     )
 
 
+@bp.get("/openapi.json")
+def openapi():
+    from .openapi import openapi_document
+
+    return jsonify(openapi_document(_settings()))
+
+
 @pages.get("/")
 def index():
     settings = _settings()

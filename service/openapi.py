@@ -1,0 +1,142 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/bg/openapi.json.
+
+Written by hand to match ``service/api.py``; tests check it is a valid
+document, that it names exactly the app's routes, and that live answers
+fit its schemas.
+"""
+from __future__ import annotations
+
+from . import __version__
+from .config import Settings
+
+_ERROR_CODES = {
+    "400": "Missing file (`missing_file`), not an image (`not_an_image`), bad colour (`bad_color`) "
+           "or another bad parameter (`bad_request`)",
+    "401": "`API_KEY` is set and `X-API-Key` is missing or wrong (`unauthorized`)",
+    "413": "Upload over the size limit (`file_too_large`) or declared pixels over the budget (`image_too_large`)",
+    "415": "A recognised image format that is not accepted (`unsupported_type`)",
+    "503": "Busy: the queue is full or the wait timed out (`busy`); retry after `Retry-After` seconds",
+}
+
+
+def _error(description: str, retry: bool = False) -> dict:
+    response = {"description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if retry:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                               "description": "seconds"}}
+    return response
+
+
+def _errors(*codes: str) -> dict:
+    return {code: _error(_ERROR_CODES[code], retry=code == "503") for code in codes}
+
+
+def _image_response(media: list[str], description: str) -> dict:
+    return {
+        "description": description,
+        "headers": {
+            "X-Model-Used": {"schema": {"type": "string"}},
+            "X-Processing-Time-Ms": {"schema": {"type": "integer", "minimum": 0}},
+            "Content-Disposition": {"schema": {"type": "string"}},
+        },
+        "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in media},
+    }
+
+
+def _upload_body(extra: dict, required: list[str]) -> dict:
+    return {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file", *required],
+        "properties": {"file": {"type": "string", "format": "binary",
+                                "description": "the image; its format is sniffed from the bytes"}, **extra},
+    }}}}
+
+
+def openapi_document(settings: Settings) -> dict:
+    number = {"type": "number"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Background-removal appliance",
+            "version": __version__,
+            "description": f"Removes photo backgrounds with {settings.model}. Uploads up to "
+                           f"{settings.max_file_size_mb} MB; images over {settings.max_dimension} px "
+                           "on the long side are processed and returned at that size.",
+        },
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                           "description": "needed on POST endpoints only when API_KEY is set"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "code"], "additionalProperties": False,
+                          "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
+                "Health": {"type": "object", "required": ["status", "memory_mb", "model_loaded"],
+                           "properties": {"status": {"const": "healthy"}, "memory_mb": number,
+                                          "model_loaded": {"type": "boolean"}}},
+                "Status": {"type": "object",
+                           "required": ["status", "model", "memory", "max_file_size_mb", "max_dimension",
+                                        "allowed_extensions"],
+                           "properties": {
+                               "status": {"const": "ready"}, "model": {"type": "string"},
+                               "version": {"type": "string"}, "threads": {"type": "integer"},
+                               "memory": {"type": "object", "required": ["rss_mb", "peak_rss_mb", "model_loaded"],
+                                          "properties": {"rss_mb": number, "peak_rss_mb": number,
+                                                         "model_loaded": {"type": "boolean"}}},
+                               "queue": {"type": "object", "properties": {"admitted": {"type": "integer"},
+                                                                          "max_queue": {"type": "integer"}}},
+                               "max_file_size_mb": {"type": "integer"}, "max_dimension": {"type": "integer"},
+                               "allowed_extensions": {"type": "array", "items": {"type": "string"}},
+                           }},
+                "ClearCache": {"type": "object",
+                               "required": ["status", "memory_before_mb", "memory_after_mb", "freed_mb"],
+                               "properties": {"status": {"const": "ok"}, "malloc_trim": {"type": "boolean"},
+                                              "memory_before_mb": number, "memory_after_mb": number,
+                                              "freed_mb": number}},
+            },
+        },
+        "paths": {
+            "/api/bg/remove": {"post": {
+                "summary": "Cut the subject out: a PNG with transparency",
+                "security": [{}, {"ApiKey": []}],
+                "requestBody": _upload_body({}, []),
+                "responses": {"200": _image_response(["image/png"], "RGBA PNG, same size as the processed image"),
+                              **_errors("400", "401", "413", "415", "503")},
+            }},
+            "/api/bg/change_color": {"post": {
+                "summary": "Put the subject on a solid colour",
+                "security": [{}, {"ApiKey": []}],
+                "requestBody": _upload_body({
+                    "color": {"type": "string", "examples": ["#00ff00", "#0f0", "0,255,0", "teal"],
+                              "description": "#RRGGBB, #RGB, R,G,B (0–255) or a CSS colour name"},
+                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png"], "default": "jpeg"},
+                }, ["color"]),
+                "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),
+                              **_errors("400", "401", "413", "415", "503")},
+            }},
+            "/api/bg/health": {"get": {
+                "summary": "Liveness, with the process memory",
+                "responses": {"200": {"description": "healthy", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Health"}}}}},
+            }},
+            "/api/bg/status": {"get": {
+                "summary": "Model, memory (RSS and peak) and limits",
+                "responses": {"200": {"description": "ready", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Status"}}}}},
+            }},
+            "/api/bg/clear_cache": {"post": {
+                "summary": "Give free heap memory back to the system",
+                "security": [{}, {"ApiKey": []}],
+                "responses": {"200": {"description": "memory before and after", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ClearCache"}}}}, **_errors("401")},
+            }},
+            "/api/bg/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                    "schema": {"type": "object"}}}}},
+            }},
+            "/": {"get": {
+                "summary": "A page documenting the API, with an upload form",
+                "responses": {"200": {"description": "HTML", "content": {"text/html": {
+                    "schema": {"type": "string"}}}}},
+            }},
+        },
+    }
