@@ -20,10 +20,6 @@ from .requestlog import note
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 pages = Blueprint("pages", __name__)
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
-
-
 def _settings() -> Settings:
     return current_app.extensions["bg_settings"]
 
@@ -56,9 +52,10 @@ def _upload() -> tuple[bytes, str]:
         raise FileTooLarge(f"upload is larger than {_settings().max_file_size_mb} MB")
     if not data:
         raise MissingFile("the uploaded file is empty")
-    # The name is only echoed back in Content-Disposition, never used as a path.
+    # The name is only echoed back in Content-Disposition, never used as a path. HTTP
+    # headers are Latin-1: anything but ASCII letters, digits and -_. is dropped.
     stem = PurePosixPath((upload.filename or "image").replace("\\", "/")).stem
-    stem = "".join(c for c in stem if c.isalnum() or c in "-_.")[:100] or "image"
+    stem = "".join(c for c in stem if c.isascii() and (c.isalnum() or c in "-_."))[:100] or "image"
     return data, stem
 
 

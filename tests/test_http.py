@@ -232,3 +232,14 @@ def test_server_fetches_a_missing_model_on_start(base_env, model_dir, tmp_path):
         assert (tmp_path / "models" / "u2netp.onnx").is_file()
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("фото.jpg", "nobg_image.png"),
+    ("../../etc/passwd.jpg", "nobg_passwd.png"),
+    ('my "photo" 1.jpg', "nobg_myphoto1.png"),
+])
+def test_upload_names_become_safe_download_names(u2netp_server, sample_photo, name, expected):
+    response = u2netp_server.post("/api/bg/remove", files={"file": (name, sample_photo.read_bytes())})
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{expected}"'
