@@ -1,0 +1,54 @@
+"""The README's curl examples and Python client, run against a live server, so the README never lies."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from .support import ROOT
+
+README = (ROOT / "README.md").read_text()
+API = README[README.index("## API"):README.index("### Errors")]
+CURL_LINES = [line for block in re.findall(r"```sh\n(.*?)```", API, re.S)
+              for line in block.splitlines() if line.startswith("curl ")]
+PYTHON_CLIENT = re.search(r"### Python client\n+```python\n(.*?)```", README, re.S).group(1)
+
+
+@pytest.fixture
+def workdir(tmp_path, sample_photo, monkeypatch):
+    shutil.copy(sample_photo, tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_readme_has_a_curl_example_for_every_endpoint():
+    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/health", "/api/bg/status",
+                 "/api/bg/clear_cache", "/api/bg/openapi.json"):
+        assert any(path in line for line in CURL_LINES), path
+
+
+@pytest.mark.parametrize("line", CURL_LINES)
+def test_curl_example_works(u2netp_server, workdir, line):
+    command = line.replace("http://localhost:5000", u2netp_server.url).replace("curl ", "curl --fail -sS ", 1)
+    result = subprocess.run(["bash", "-c", command], cwd=workdir, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    output = re.search(r"-o (\S+)", line)
+    if output is None:
+        json.loads(result.stdout)
+    elif output.group(1).endswith(".json"):
+        json.loads((workdir / output.group(1)).read_text())
+    else:
+        with Image.open(workdir / output.group(1)) as image:
+            expected = {".png": "PNG", ".jpg": "JPEG"}[output.group(1)[-4:]]
+            assert image.format == expected
+
+
+def test_python_client_example_works(u2netp_server, workdir, capsys):
+    exec(PYTHON_CLIENT.replace("http://localhost:5000", u2netp_server.url), {})
+    with Image.open(workdir / "photo-cutout.png") as image:
+        assert image.mode == "RGBA"
+    assert "u2netp" in capsys.readouterr().out
