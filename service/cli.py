@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
+
+    evaluate = commands.add_parser("eval", help="score a model on a benchmark folder (manifest.csv, images/, masks/)",
+                                   description="Print IoU, MAE, max F and, for alpha mattes, band MAE and gradient "
+                                               "error per source and overall; write a contact sheet PNG.")
+    evaluate.add_argument("dir", type=Path, metavar="DIR")
+    evaluate.add_argument("--model", choices=list(CATALOG), help="model (default: the configured one)")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where the contact sheet goes")
+    evaluate.add_argument("--limit", type=int, help="only the first N rows")
+    evaluate.add_argument("--threads", type=int, default=1)
     return parser
 
 
@@ -107,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "eval":
+        from .evaluate import evaluate
+
+        if not (args.dir / "manifest.csv").is_file():
+            print(f"error: {args.dir} has no manifest.csv", file=sys.stderr)
+            return 2
+        print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads))
+        return 0
     if args.command == "bench":
         from .bench import ROOT, compare_reuse, main as bench
 

@@ -1,0 +1,165 @@
+"""``python -m service eval DIR``: mask quality on a benchmark laid out like ../shared/eval.
+
+``DIR/manifest.csv`` lists rows (source, id, image, mask, gt_kind, headline);
+images and ground-truth masks (8-bit, 255 = foreground) are read from DIR.
+Each image goes through the same code path as the HTTP API (decode_upload,
+then the engine), and the mask is scored at the ground truth's size.
+
+Metrics, per image, then averaged:
+- ``iou``: intersection over union, both binarised at 128;
+- ``mae``: mean |prediction − truth| on the 0..1 scale;
+- ``max_f``: the F-measure (β² = 0.3, as in salient-object benchmarks) at the
+  best of 256 thresholds;
+- on alpha-matte rows only, over the *uncertain band* (truth strictly between
+  0 and 255, widened by 5 px): ``band_mae`` and ``grad`` (the mean squared
+  difference of gradient magnitudes after a σ≈1.4 blur, × 1000).
+The images are for evaluation only: this command reads them, never copies them.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+BETA2 = 0.3
+BAND_WIDTH = 5
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of two uint8 masks binarised at 128; 1.0 when both are empty."""
+    p, t = pred >= 128, truth >= 128
+    union = np.logical_or(p, t).sum()
+    return 1.0 if union == 0 else float(np.logical_and(p, t).sum() / union)
+
+
+def mae(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 masks, on the 0..1 scale."""
+    return float(np.abs(pred.astype(np.float32) - truth.astype(np.float32)).mean() / 255.0)
+
+
+def max_f_measure(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Best F-measure (β² = 0.3) over thresholds 0..255 of ``pred``, truth binarised at 128."""
+    positive = truth >= 128
+    total_positive = int(positive.sum())
+    if total_positive == 0:
+        return 1.0 if pred.max() < 128 else 0.0
+    # histogram of prediction values among truth-positive and all pixels: cumulative from the top
+    hits = np.bincount(pred[positive].ravel(), minlength=256)[::-1].cumsum()[::-1]
+    predicted = np.bincount(pred.ravel(), minlength=256)[::-1].cumsum()[::-1]
+    precision = hits / np.maximum(predicted, 1)
+    recall = hits / total_positive
+    f = (1 + BETA2) * precision * recall / np.maximum(BETA2 * precision + recall, 1e-12)
+    return float(f.max())
+
+
+def uncertain_band(truth: np.ndarray) -> np.ndarray:
+    """Boolean mask of soft ground-truth pixels (0 < α < 255), widened by BAND_WIDTH pixels."""
+    soft = Image.fromarray(((truth > 0) & (truth < 255)).astype(np.uint8) * 255)
+    return np.asarray(soft.filter(ImageFilter.MaxFilter(2 * BAND_WIDTH + 1))) > 0
+
+
+def _gradient_magnitude(alpha: np.ndarray) -> np.ndarray:
+    blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(1.4)), dtype=np.float32) / 255
+    # np.gradient needs two samples along an axis; a 1-pixel-thin mask has no slope across it
+    gy, gx = (np.gradient(blurred, axis=a) if blurred.shape[a] > 1 else np.zeros_like(blurred) for a in (0, 1))
+    return np.hypot(gx, gy)
+
+
+def band_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """``band_mae`` and ``grad`` over the uncertain band; empty dict when the truth has no soft pixels."""
+    band = uncertain_band(truth)
+    if not band.any():
+        return {}
+    diff = np.abs(pred.astype(np.float32) - truth.astype(np.float32))[band] / 255
+    grad = (_gradient_magnitude(pred) - _gradient_magnitude(truth))[band] ** 2
+    return {"band_mae": float(diff.mean()), "grad": float(grad.mean() * 1000)}
+
+
+def score(pred: np.ndarray, truth: np.ndarray, alpha_truth: bool) -> dict[str, float]:
+    """All metrics for one uint8 prediction against its uint8 ground truth of the same shape."""
+    scores = {"iou": iou(pred, truth), "mae": mae(pred, truth), "max_f": max_f_measure(pred, truth)}
+    if alpha_truth:
+        scores.update(band_metrics(pred, truth))
+    return scores
+
+
+@dataclass
+class Row:
+    source: str
+    id: str
+    image: Path
+    mask: Path
+    alpha: bool
+    headline: bool
+
+
+def read_manifest(root: Path) -> list[Row]:
+    with open(root / "manifest.csv", newline="") as f:
+        return [Row(r["source"], r["id"], root / r["image"], root / r["mask"],
+                    r.get("gt_kind") == "alpha", r.get("headline", "yes") == "yes")
+                for r in csv.DictReader(f)]
+
+
+def _sheet_tile(image: Image.Image, size: int) -> Image.Image:
+    tile = image.convert("RGB")
+    tile.thumbnail((size, size))
+    canvas = Image.new("RGB", (size, size), (40, 40, 40))
+    canvas.paste(tile, ((size - tile.width) // 2, (size - tile.height) // 2))
+    return canvas
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1) -> str:
+    """Score ``model`` on the benchmark in ``root``; write a contact sheet to ``out``; return the table."""
+    from .catalog import CATALOG
+    from .config import Settings
+    from .engine import Engine
+    from .fetch import fetch_model
+    from .imaging import decode_upload
+
+    settings = Settings.from_env()
+    spec = CATALOG[model]
+    engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror, show_progress=False), threads)
+    rows = read_manifest(root)[:limit]
+    results: list[tuple[Row, dict[str, float]]] = []
+    tiles, tile = [], 160
+    for row in rows:
+        decoded = decode_upload(row.image.read_bytes(), settings.max_dimension, settings.max_pixels)
+        with Image.open(row.mask) as gt_image:
+            truth = np.asarray(gt_image.convert("L"))
+        mask = engine.predict_mask(decoded.rgb).resize((truth.shape[1], truth.shape[0]), Image.Resampling.LANCZOS)
+        pred = np.asarray(mask)
+        results.append((row, score(pred, truth, row.alpha)))
+        error = Image.fromarray(np.abs(pred.astype(np.int16) - truth.astype(np.int16)).astype(np.uint8))
+        tiles.append([_sheet_tile(decoded.rgb, tile), _sheet_tile(Image.fromarray(truth), tile),
+                      _sheet_tile(mask, tile), _sheet_tile(error, tile)])
+
+    out.mkdir(parents=True, exist_ok=True)
+    sheet = Image.new("RGB", (4 * tile, max(1, len(tiles)) * tile))
+    for y, row_tiles in enumerate(tiles):
+        for x, t in enumerate(row_tiles):
+            sheet.paste(t, (x * tile, y * tile))
+    sheet_path = out / f"contact-sheet-{model}.png"
+    sheet.save(sheet_path)
+
+    lines = [f"model {model}, {len(results)} images from {root} (columns of {sheet_path.name}: "
+             "photo, ground truth, prediction, |error|)",
+             "| set | n | IoU | MAE | max F | band MAE (alpha) | grad ×1000 (alpha) |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[str, list[dict[str, float]]] = {}
+    for row, s in results:
+        groups.setdefault(row.source, []).append(s)
+    groups["overall (headline rows)"] = [s for row, s in results if row.headline]
+    for name, scores in groups.items():
+        band = [s for s in scores if "band_mae" in s]
+        lines.append(f"| {name} | {len(scores)} | {_mean([s['iou'] for s in scores]):.4f} "
+                     f"| {_mean([s['mae'] for s in scores]):.4f} | {_mean([s['max_f'] for s in scores]):.4f} "
+                     f"| {_mean([s['band_mae'] for s in band]):.4f} | {_mean([s['grad'] for s in band]):.2f} |")
+    return "\n".join(lines)
