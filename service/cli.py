@@ -96,12 +96,12 @@ def _remove(args, settings) -> int:
         spec = CATALOG[args.model or settings.model]
         engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), settings.threads)
         decoded = decode_upload(args.input.read_bytes(), settings.max_dimension, settings.max_pixels)
+        mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
+        image = cutout(decoded.rgb, mask) if color is None else compose_on_color(decoded.rgb, mask, color)
+        image.save(args.output)
     except (ServiceError, FetchError, OSError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
-    image = cutout(decoded.rgb, mask) if color is None else compose_on_color(decoded.rgb, mask, color)
-    image.save(args.output)
     print(f"{args.output} ({image.width}×{image.height}, {spec.name})")
     return 0
 

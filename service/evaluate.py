@@ -112,8 +112,9 @@ def _sheet_tile(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
+def _mean(values: list[float], digits: int = 4) -> str:
+    """Mean as a table cell; a dash when there is nothing to average (no alpha rows in a set)."""
+    return f"{statistics.fmean(values):.{digits}f}" if values else "–"
 
 
 def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1) -> str:
@@ -159,7 +160,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     groups["overall (headline rows)"] = [s for row, s in results if row.headline]
     for name, scores in groups.items():
         band = [s for s in scores if "band_mae" in s]
-        lines.append(f"| {name} | {len(scores)} | {_mean([s['iou'] for s in scores]):.4f} "
-                     f"| {_mean([s['mae'] for s in scores]):.4f} | {_mean([s['max_f'] for s in scores]):.4f} "
-                     f"| {_mean([s['band_mae'] for s in band]):.4f} | {_mean([s['grad'] for s in band]):.2f} |")
+        lines.append(f"| {name} | {len(scores)} | {_mean([s['iou'] for s in scores])} "
+                     f"| {_mean([s['mae'] for s in scores])} | {_mean([s['max_f'] for s in scores])} "
+                     f"| {_mean([s['band_mae'] for s in band])} | {_mean([s['grad'] for s in band], 2)} |")
     return "\n".join(lines)

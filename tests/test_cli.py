@@ -52,3 +52,9 @@ def test_remove_of_a_non_image_fails_with_a_message(run_cli, tmp_path):
 def test_bad_environment_is_reported_not_raised(run_cli, sample_photo, tmp_path):
     result = run_cli("remove", sample_photo, tmp_path / "o.png", env={"BG_REMOVAL_THREADS": "many"})
     assert result.returncode == 2 and "BG_REMOVAL_THREADS" in result.stderr
+
+
+def test_remove_into_a_missing_folder_fails_with_a_message(run_cli, sample_photo, tmp_path):
+    result = run_cli("remove", sample_photo, tmp_path / "no" / "such" / "out.png", "--model", "u2netp")
+    assert result.returncode == 1 and "No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
