@@ -1,16 +1,21 @@
-"""Helpers for the tests: where the shared data is, and a live server process."""
+"""Helpers for the tests: where the shared data is, images made on the spot, a live server process."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import requests
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -74,3 +79,23 @@ def start_server(env: dict[str, str], log: Path, timeout: float = 90) -> LiveSer
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"server not healthy after {timeout} s:\n{log.read_text()}")
+
+
+def save(image: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], axis=2).astype(np.uint8), "RGB")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width×height and carries almost no data (a decompression-bomb header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")

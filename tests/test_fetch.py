@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import re
-import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 

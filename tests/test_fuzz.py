@@ -4,12 +4,12 @@ from __future__ import annotations
 import io
 
 from hypothesis import HealthCheck, given, settings, strategies as st
-from PIL import Image
 
 from service.errors import ServiceError
 from service.imaging import decode_upload
 
-from .test_imaging import gradient
+from .support import gradient
+
 
 
 def _seeds() -> list[bytes]:

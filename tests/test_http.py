@@ -1,16 +1,15 @@
 """The HTTP API, over real HTTP, against `python app_isnet_tiny.py` running on loopback."""
 from __future__ import annotations
 
-import concurrent.futures
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from .support import SAMPLES, start_server
-from .test_parity import iou
-from .test_imaging import gradient, png_header_only, save
+from service.evaluate import iou
+
+from .support import SAMPLES, gradient, png_header_only, save, start_server
 
 
 def image_of(response) -> Image.Image:
@@ -173,24 +172,6 @@ def test_nothing_from_a_request_is_written_to_disk(u2netp_server):
     # The response goes out through write() too; a spooled upload would add its own size.
     # Socket sends are not write() calls; what remains is the access-log line.
     assert spent < 10_000, f"the worker wrote {spent} bytes while handling a {len(upload)}-byte upload"
-
-
-def test_concurrent_requests_beyond_the_queue_get_503_with_retry_after(base_env, tmp_path):
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "MAX_QUEUE": "0"}, tmp_path / "server.log")
-    try:
-        data = save(gradient(1024, 1024), "PNG")
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            responses = list(pool.map(
-                lambda _: server.post("/api/bg/remove", files={"file": ("g.png", data)}), range(6)))
-        statuses = sorted(r.status_code for r in responses)
-        assert set(statuses) <= {200, 503} and statuses.count(200) >= 1 and statuses.count(503) >= 1
-        for response in responses:
-            if response.status_code == 503:
-                assert_json_error(response, 503, "busy")
-                assert int(response.headers["Retry-After"]) > 0
-        assert server.get("/api/bg/health").status_code == 200
-    finally:
-        assert server.stop() == 0
 
 
 def test_default_server_runs_isnet_general_tiny(default_server, sample_photo):

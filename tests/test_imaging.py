@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -14,19 +12,9 @@ from service.errors import BadColor, ImageTooLarge, NotAnImage, UnsupportedType
 from service.imaging import (compose_on_color, cutout, decode_upload, encode, parse_color,
                              postprocess, preprocess, combine_alpha)
 
+from .support import gradient, png_header_only, save
+
 LIMITS = dict(max_dimension=1024, max_pixels=40_000_000)
-
-
-def save(image: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def gradient(width: int, height: int) -> Image.Image:
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
-    return Image.fromarray(np.stack([x, y, 255 - x], axis=2).astype(np.uint8), "RGB")
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "1", "CMYK", "YCbCr"])
@@ -119,14 +107,6 @@ def test_truncated_jpeg_is_not_an_image():
 def test_known_but_unsupported_format_is_415():
     with pytest.raises(UnsupportedType, match="ICO"):
         decode_upload(save(Image.new("RGB", (16, 16)), "ICO"), **LIMITS)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width×height and carries almost no data (a decompression-bomb header)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def test_declared_pixels_over_budget_are_refused_before_decoding():

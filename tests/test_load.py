@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
-from .support import start_server
-from .test_imaging import gradient, save
+from .support import gradient, save, start_server
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -28,7 +27,10 @@ def test_burst_above_the_admission_limit_gets_only_200_or_503_and_no_growth(base
         statuses = [r.status_code for r in responses]
         assert set(statuses) <= {200, 503}, statuses
         assert 200 in statuses and 503 in statuses
-        assert all(int(r.headers["Retry-After"]) > 0 for r in responses if r.status_code == 503)
+        for busy in (r for r in responses if r.status_code == 503):
+            assert int(busy.headers["Retry-After"]) > 0
+            assert busy.headers["Content-Type"] == "application/json"
+            assert busy.json()["code"] == "busy" and busy.json()["error"]
         after = tree_rss_mb(server.process.pid)
         assert after <= before * 1.05, f"RSS grew from {before:.0f} to {after:.0f} MB"
         assert server.get("/api/bg/health").status_code == 200

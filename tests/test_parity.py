@@ -7,6 +7,7 @@ from PIL import Image
 
 from service.catalog import CATALOG
 from service.engine import Engine
+from service.evaluate import iou
 from service.imaging import decode_upload
 
 from .support import SAMPLES
@@ -14,12 +15,6 @@ from .support import SAMPLES
 PHOTOS = sorted((SAMPLES / "images").glob("*.jpg"))
 # (our model, rembg's model name for the reference masks, minimum mean IoU)
 CASES = [("u2netp", "u2netp", 0.99), ("isnet-general-tiny", "isnet-general-use", 0.97)]
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a >= 128, b >= 128
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 @pytest.mark.skipif(not PHOTOS, reason="needs ../shared/samples")
