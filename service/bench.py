@@ -80,26 +80,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
-    """Median time of ``session.run`` alone on one preprocessed photo, in a child process."""
-    code = (
-        "import sys, time, statistics\n"
-        "from service.catalog import CATALOG\nfrom service.config import Settings\n"
-        "from service.engine import Engine\nfrom service.imaging import preprocess\nfrom PIL import Image\n"
-        "spec = CATALOG[sys.argv[1]]; settings = Settings.from_env()\n"
-        "engine = Engine(spec, settings.model_dir / spec.filename, int(sys.argv[2]))\n"
-        "x = preprocess(Image.new('RGB', (800, 600), (120, 90, 60)), spec)\n"
-        "engine.run(x); times = []\n"
-        "for _ in range(int(sys.argv[3])):\n"
-        "    t = time.perf_counter(); engine.run(x); times.append(time.perf_counter() - t)\n"
-        "print(statistics.median(times))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, model, str(threads), str(repeats)], cwd=ROOT,
-                         check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-REUSE_CODE = """
+BARE_RUN_CODE = """
 import statistics, sys, time
 from PIL import Image
 from service.catalog import CATALOG
@@ -107,14 +88,32 @@ from service.config import Settings
 from service.engine import Engine
 from service.imaging import preprocess
 from service.memory import peak_rss_mb
-spec, reuse, repeats = CATALOG[sys.argv[1]], sys.argv[2] == "on", int(sys.argv[3])
-engine = Engine(spec, Settings.from_env().model_dir / spec.filename, 1, mem_reuse=reuse)
+model, threads, reuse, repeats, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on", int(sys.argv[4]), int(sys.argv[5])
+spec = CATALOG[model]
+engine = Engine(spec, Settings.from_env().model_dir / spec.filename, threads, mem_reuse=reuse)
 x = preprocess(Image.new("RGB", (800, 600), (120, 90, 60)), spec)
+for _ in range(warmup):
+    engine.run(x)
 times = []
 for _ in range(repeats):
     t = time.perf_counter(); engine.run(x); times.append(time.perf_counter() - t)
 print(statistics.median(times), peak_rss_mb())
 """
+
+
+def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int,
+              env: dict[str, str]) -> tuple[float, float]:
+    """``session.run`` alone on one preprocessed photo, in a child process: (median s, peak RSS MB)."""
+    args = [model, str(threads), "on" if reuse else "off", str(repeats), str(warmup)]
+    out = subprocess.run([sys.executable, "-c", BARE_RUN_CODE, *args], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True)
+    seconds, peak = map(float, out.stdout.split())
+    return seconds, peak
+
+
+def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
+    """Median time of a bare run with the engine's own options, after one warm-up run."""
+    return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1, env=dict(os.environ))[0]
 
 
 def compare_reuse(models: list[str], repeats: int = 5) -> int:
@@ -127,10 +126,7 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
         results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
         for _ in range(3):  # alternate, so that the machine's noise falls on both alike
             for reuse in ("on", "off"):
-                out = subprocess.run([sys.executable, "-c", REUSE_CODE, model, reuse, str(repeats)],
-                                     cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-                seconds, peak = map(float, out.stdout.split())
-                results[reuse].append((seconds, peak))
+                results[reuse].append(bare_runs(model, 1, reuse == "on", repeats, warmup=0, env=env))
         for reuse, rows in results.items():
             print(f"| {model} | {reuse} | {statistics.median(r[0] for r in rows):.2f} "
                   f"| {statistics.median(r[1] for r in rows):.0f} |")

@@ -19,9 +19,15 @@ _ERROR_CODES = {
 }
 
 
+def _json(description: str, schema: str | dict) -> dict:
+    """A JSON response; ``schema`` is a component's name or an inline schema."""
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def _error(description: str, retry: bool = False) -> dict:
-    response = {"description": description,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    response = _json(description, "Error")
     if retry:
         response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
                                                "description": "seconds"}}
@@ -114,24 +120,20 @@ def openapi_document(settings: Settings) -> dict:
             }},
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",
-                "responses": {"200": {"description": "healthy", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Health"}}}}},
+                "responses": {"200": _json("healthy", "Health")},
             }},
             "/api/bg/status": {"get": {
                 "summary": "Model, memory (RSS and peak) and limits",
-                "responses": {"200": {"description": "ready", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Status"}}}}},
+                "responses": {"200": _json("ready", "Status")},
             }},
             "/api/bg/clear_cache": {"post": {
                 "summary": "Give free heap memory back to the system",
                 "security": [{}, {"ApiKey": []}],
-                "responses": {"200": {"description": "memory before and after", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/ClearCache"}}}}, **_errors("401")},
+                "responses": {"200": _json("memory before and after", "ClearCache"), **_errors("401")},
             }},
             "/api/bg/openapi.json": {"get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
-                    "schema": {"type": "object"}}}}},
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
             }},
             "/": {"get": {
                 "summary": "A page documenting the API, with an upload form",
