@@ -73,7 +73,7 @@ def create_app(config: Mapping[str, str] | None = None):
     engine = Engine(CATALOG[settings.model], ensure_model(settings), settings.threads)
     app.extensions["bg_settings"] = settings
     app.extensions["bg_engine"] = engine
-    app.extensions["bg_gate"] = AdmissionGate(1, settings.max_queue, settings.queue_timeout)
+    app.extensions["bg_gate"] = AdmissionGate(1, settings.max_queue)
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)

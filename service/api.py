@@ -76,11 +76,16 @@ def _image_response(body: bytes, fmt: str, filename: str, started: float) -> Res
     return response
 
 
-def _decode_and_mask(data: bytes) -> tuple[Decoded, Image.Image]:
+def _deadline() -> float:
+    """When this request's time is up, as a time.monotonic() value: REQUEST_TIMEOUT_S from now."""
+    return time.monotonic() + _settings().request_timeout
+
+
+def _decode_and_mask(data: bytes, deadline: float) -> tuple[Decoded, Image.Image]:
     """Decode the upload and predict its alpha; notes pixels and model time for the log line."""
     decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
     started = time.perf_counter()
-    mask = _engine().predict_mask(decoded.rgb)
+    mask = _engine().predict_mask(decoded.rgb, deadline)
     note(pixels=decoded.rgb.width * decoded.rgb.height,
          model_ms=round((time.perf_counter() - started) * 1000, 1))
     return decoded, combine_alpha(mask, decoded.alpha)
@@ -88,22 +93,22 @@ def _decode_and_mask(data: bytes) -> tuple[Decoded, Image.Image]:
 
 @bp.post("/remove")
 def remove():
-    started = time.perf_counter()
+    started, deadline = time.perf_counter(), _deadline()
     data, stem = _upload()
-    with _gate().admit():
-        decoded, mask = _decode_and_mask(data)
+    with _gate().admit(deadline):
+        decoded, mask = _decode_and_mask(data, deadline)
         body = encode(cutout(decoded.rgb, mask), "png")
     return _image_response(body, "png", f"nobg_{stem}.png", started)
 
 
 @bp.post("/change_color")
 def change_color():
-    started = time.perf_counter()
+    started, deadline = time.perf_counter(), _deadline()
     data, stem = _upload()
     color = parse_color(request.form.get("color") or request.args.get("color"))
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
-    with _gate().admit():
-        decoded, mask = _decode_and_mask(data)
+    with _gate().admit(deadline):
+        decoded, mask = _decode_and_mask(data, deadline)
         body = encode(compose_on_color(decoded.rgb, mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)

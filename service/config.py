@@ -50,7 +50,7 @@ class Settings:
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
     max_queue: int = 2                          # requests waiting behind the running one
-    queue_timeout: float = 60.0                 # seconds a request may wait for its turn
+    request_timeout: float = 60.0               # seconds from arrival to the end of the model run
     host: str = "0.0.0.0"
     port: int = 5000
     web_threads: int = 4
@@ -80,7 +80,7 @@ class Settings:
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
             max_queue=_int(env, "MAX_QUEUE", 2, 0, 1000),
-            queue_timeout=float(_int(env, "QUEUE_TIMEOUT_S", 60, 1, 3600)),
+            request_timeout=float(_int(env, "REQUEST_TIMEOUT_S", 60, 1, 3600)),
             host=env.get("HOST") or "0.0.0.0",
             port=_int(env, "PORT", 5000, 1, 65535),
             web_threads=_int(env, "WEB_THREADS", 4, 1, 64),

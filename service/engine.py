@@ -1,13 +1,19 @@
 """The one object that owns the model: an ONNX Runtime session, created once per process."""
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .catalog import ModelSpec
+from .errors import InferenceFailed, TimedOut
 from .imaging import postprocess, preprocess
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -39,10 +45,34 @@ class Engine:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = spec.output or self.session.get_outputs()[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32."""
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+    def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32.
 
-    def predict_mask(self, rgb: Image.Image) -> Image.Image:
+        With a ``deadline`` (a ``time.monotonic()`` value) the run is stopped there
+        by ONNX Runtime's terminate flag, which it checks between nodes, and
+        TimedOut is raised. Any other failure of the run raises InferenceFailed;
+        the session stays usable for the next call.
+        """
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        timer = None
+        if deadline is not None:
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), setattr, (options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self.session.run([self.output_name], {self.input_name: batch}, options)[0]
+        except Exception as exc:
+            if options.terminate:
+                raise TimedOut("the image took longer than the time limit; retry when the server "
+                               "is less busy, or send a smaller image", retry_after=5) from exc
+            log.error("inference failed: %s", exc)
+            raise InferenceFailed("the model failed on this image; the error is in the server log") from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
-        return postprocess(self.run(preprocess(rgb, self.spec)), rgb.size)
+        return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size)

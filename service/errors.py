@@ -56,11 +56,20 @@ class UnsupportedType(ServiceError):
 
 
 class Busy(ServiceError):
+    """The server can't take the image now; the answer carries Retry-After."""
     status, code = 503, "busy"
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TimedOut(Busy):
+    code = "timeout"
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):

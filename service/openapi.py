@@ -15,7 +15,9 @@ _ERROR_CODES = {
     "401": "`API_KEY` is set and `X-API-Key` is missing or wrong (`unauthorized`)",
     "413": "Upload over the size limit (`file_too_large`) or declared pixels over the budget (`image_too_large`)",
     "415": "A recognised image format that is not accepted (`unsupported_type`)",
-    "503": "Busy: the queue is full or the wait timed out (`busy`); retry after `Retry-After` seconds",
+    "500": "The model run failed (`inference_failed`); the next request is served normally",
+    "503": "The queue is full (`busy`), or the time limit passed while waiting or running (`timeout`); "
+           "retry after `Retry-After` seconds",
 }
 
 
@@ -105,7 +107,7 @@ def openapi_document(settings: Settings) -> dict:
                 "security": [{}, {"ApiKey": []}],
                 "requestBody": _upload_body({}, []),
                 "responses": {"200": _image_response(["image/png"], "RGBA PNG, same size as the processed image"),
-                              **_errors("400", "401", "413", "415", "503")},
+                              **_errors("400", "401", "413", "415", "500", "503")},
             }},
             "/api/bg/change_color": {"post": {
                 "summary": "Put the subject on a solid colour",
@@ -116,7 +118,7 @@ def openapi_document(settings: Settings) -> dict:
                     "format": {"type": "string", "enum": ["jpeg", "jpg", "png"], "default": "jpeg"},
                 }, ["color"]),
                 "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),
-                              **_errors("400", "401", "413", "415", "503")},
+                              **_errors("400", "401", "413", "415", "500", "503")},
             }},
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",

@@ -7,9 +7,13 @@ never imports the app, so it stays a few tens of MB.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
 
 from . import ensure_model
 from .config import ConfigError, Settings
@@ -42,11 +46,34 @@ def apply_malloc_defaults() -> None:
         os.execv(sys.executable, sys.orig_argv)
 
 
+def _write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's error answer (``gunicorn.util.write_error``) in the API's JSON shape."""
+    code = "_".join(reason.lower().split()) or "error"
+    body = json.dumps({"error": message or reason, "code": code}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's gthread worker, answering what never reaches Flask in JSON too.
+
+    gunicorn itself answers a request it can't parse (a bad request line, a
+    header over its limits, a bad chunk) with a small HTML page; this worker
+    swaps the one function that writes it. Run plain gunicorn with
+    ``-k service.server.JsonErrorWorker`` to get the same.
+    """
+
+    def init_process(self):
+        util.write_error = _write_json_error
+        super().init_process()
+
+
 def gunicorn_options(settings: Settings) -> dict:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": "service.server.JsonErrorWorker",
         "threads": settings.web_threads,
         # A 1024² IS-Net run takes seconds on one slow core; gthread workers
         # heartbeat from their main loop, so this bounds a stuck worker, not a request.

@@ -1,0 +1,89 @@
+"""Faults on a real server: a failing model run, the time limit, requests gunicorn can't parse."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from .support import gradient, save, start_server
+
+
+def worker_of(server) -> psutil.Process:
+    return psutil.Process(server.process.pid).children()[0]
+
+
+def test_a_failed_inference_answers_500_once_and_the_next_request_works(u2netp_server, sample_photo):
+    """A real failure: the worker's address space is capped just above its size, so ONNX
+    Runtime's allocations fail (std::bad_alloc) in the middle of the network."""
+    upload = {"file": ("photo.jpg", sample_photo.read_bytes())}
+    worker = worker_of(u2netp_server)
+    worker.rlimit(psutil.RLIMIT_AS, (worker.memory_info().vms + 20 * 2**20, psutil.RLIM_INFINITY))
+    try:
+        failed = u2netp_server.post("/api/bg/remove", files=upload)
+    finally:
+        worker.rlimit(psutil.RLIMIT_AS, (psutil.RLIM_INFINITY, psutil.RLIM_INFINITY))
+    assert failed.status_code == 500
+    assert failed.json() == {"error": "the model failed on this image; the error is in the server log",
+                             "code": "inference_failed"}
+    assert "Traceback" not in failed.text
+    assert u2netp_server.post("/api/bg/remove", files=upload).status_code == 200
+    assert u2netp_server.get("/api/bg/status").json()["queue"]["admitted"] == 0
+    assert "inference failed" in u2netp_server.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def hasty_server(base_env, tmp_path_factory):
+    """isnet-general-tiny (seconds per image) with a one-second time limit."""
+    server = start_server({**base_env, "REQUEST_TIMEOUT_S": "1"},
+                          tmp_path_factory.mktemp("hasty") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_the_time_limit_stops_a_model_run_and_the_waits_behind_it(hasty_server):
+    payload = {"file": ("g.png", save(gradient(640, 480), "PNG"))}
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: hasty_server.post("/api/bg/remove", files=payload), range(2)))
+    elapsed = time.monotonic() - started
+    # One run is stopped mid-network, the other never gets its turn: both end near
+    # the one-second limit, not after the several seconds a run takes.
+    assert elapsed < 4, elapsed
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json()["code"] == "timeout" and "time limit" in answer.json()["error"]
+        assert int(answer.headers["Retry-After"]) > 0
+    assert hasty_server.get("/api/bg/health").status_code == 200
+    assert hasty_server.get("/api/bg/status").json()["queue"]["admitted"] == 0
+
+
+def raw_exchange(url: str, request: bytes) -> tuple[str, dict, bytes]:
+    """Send bytes as they are; return the status line, headers and body of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}, body
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"NOT A REQUEST\r\n\r\n", 400),
+    (b"GET /api/bg/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+], ids=["bad request line", "bad header", "long uri"])
+def test_requests_gunicorn_cannot_parse_get_json_errors(u2netp_server, request_bytes, status):
+    status_line, headers, body = raw_exchange(u2netp_server.url, request_bytes)
+    assert status_line.split()[1] == str(status)
+    assert headers["content-type"] == "application/json"
+    assert headers["x-content-type-options"] == "nosniff"
+    answer = json.loads(body)
+    assert set(answer) == {"error", "code"} and answer["error"] and answer["code"]
+    assert u2netp_server.get("/api/bg/health").status_code == 200
