@@ -70,7 +70,8 @@ def create_app(config: Mapping[str, str] | None = None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_file_size + 64 * 1024
     app.json.sort_keys = False
 
-    engine = Engine(CATALOG[settings.model], ensure_model(settings), settings.threads)
+    engine = Engine(CATALOG[settings.model], ensure_model(settings), settings.threads,
+                    float_weights=settings.float_weights)
     app.extensions["bg_settings"] = settings
     app.extensions["bg_engine"] = engine
     app.extensions["bg_gate"] = AdmissionGate(1, settings.max_queue)

@@ -14,6 +14,7 @@ from .engine import Engine
 from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
 from .imaging import Decoded, combine_alpha, compose_on_color, cutout, decode_upload, encode, parse_color
+from .matting import estimate_foreground
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .requestlog import note
 
@@ -91,14 +92,24 @@ def _decode_and_mask(data: bytes, deadline: float) -> tuple[Decoded, Image.Image
     return decoded, combine_alpha(mask, decoded.alpha)
 
 
+def _flag(name: str) -> bool:
+    value = request.form.get(name) or request.args.get(name) or "false"
+    if value not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+
+
 @bp.post("/remove")
 def remove():
     started, deadline = time.perf_counter(), _deadline()
     data, stem = _upload()
+    fmt = _choice("format", ("png", "webp"), "png")
+    only_mask = _flag("only_mask")
     with _gate().admit(deadline):
         decoded, mask = _decode_and_mask(data, deadline)
-        body = encode(cutout(decoded.rgb, mask), "png")
-    return _image_response(body, "png", f"nobg_{stem}.png", started)
+        body = encode(mask if only_mask else cutout(estimate_foreground(decoded.rgb, mask), mask), fmt)
+    prefix = "mask" if only_mask else "nobg"
+    return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
 
 
 @bp.post("/change_color")
@@ -109,7 +120,7 @@ def change_color():
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
     with _gate().admit(deadline):
         decoded, mask = _decode_and_mask(data, deadline)
-        body = encode(compose_on_color(decoded.rgb, mask, color), fmt)
+        body = encode(compose_on_color(estimate_foreground(decoded.rgb, mask), mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
 
@@ -127,6 +138,7 @@ def status():
         model=_engine().spec.name,
         version=__version__,
         threads=_engine().threads,
+        float_weights=_engine().float_weights,
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "max_queue": settings.max_queue},
         max_file_size_mb=settings.max_file_size_mb,

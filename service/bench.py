@@ -6,6 +6,11 @@ JPEG and a 1024² PNG, cycled; the last third of the requests three at a
 time) while a sampler reads the RSS of the whole process tree every 20 ms.
 Prints one table row per model. Nothing here is asserted: it is a
 measurement, to be quoted with the machine it ran on.
+
+With ``--rembg VENV`` the same images also go through rembg's in-process
+``remove()`` (run by that venv's Python, with as many threads), and a second
+table gives the time and peak-RSS ratios. rembg is never a dependency of the
+service: it is only run from the venv given.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,8 +95,9 @@ from service.engine import Engine
 from service.imaging import preprocess
 from service.memory import peak_rss_mb
 model, threads, reuse, repeats, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on", int(sys.argv[4]), int(sys.argv[5])
-spec = CATALOG[model]
-engine = Engine(spec, Settings.from_env().model_dir / spec.filename, threads, mem_reuse=reuse)
+spec, settings = CATALOG[model], Settings.from_env()
+engine = Engine(spec, settings.model_dir / spec.filename, threads, mem_reuse=reuse,
+                float_weights=settings.float_weights)
 x = preprocess(Image.new("RGB", (800, 600), (120, 90, 60)), spec)
 for _ in range(warmup):
     engine.run(x)
@@ -131,6 +138,55 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
             print(f"| {model} | {reuse} | {statistics.median(r[0] for r in rows):.2f} "
                   f"| {statistics.median(r[1] for r in rows):.0f} |")
     return 0
+
+
+REMBG_CODE = """
+import resource, statistics, sys, time
+from rembg import new_session, remove
+session = new_session(sys.argv[1])
+times = []
+for path in sys.argv[2:]:
+    data = open(path, "rb").read()
+    t = time.perf_counter(); remove(data, session=session); times.append(time.perf_counter() - t)
+print(statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+# The rembg session that runs the same weights as each of our models.
+REMBG_MODEL = {"u2netp": "u2netp", "isnet-general-tiny": "isnet-general-use"}
+
+
+def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None:
+    """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME).
+
+    u2netp is our own verified file (rembg's, byte for byte). isnet-general-use is
+    rebuilt in float32 from the fp16 IS-Net that isnet-general-tiny comes from, so
+    both sides run the same weights; its bytes differ from rembg's release file,
+    which is why rembg runs with MODEL_CHECKSUM_DISABLED.
+    """
+    from .catalog import CATALOG
+    from .fetch import fetch_model
+    from .quantize import build_float32_model
+
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "u2netp.onnx").exists():
+        (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp"], model_dir, mirror).read_bytes())
+    if not (home / "isnet-general-use.onnx").exists():
+        fp16 = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, mirror)
+        build_float32_model(fp16, home / "isnet-general-use.onnx")
+
+
+def rembg_run(venv: Path, home: Path, model: str, payloads, threads: int) -> tuple[float, float]:
+    """rembg's ``remove()`` on each payload in one process: (median s, peak RSS MB)."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, (name, data) in enumerate(payloads):
+            paths.append(Path(folder) / f"{i}-{name}")
+            paths[-1].write_bytes(data)
+        env = dict(os.environ, U2NET_HOME=str(home), MODEL_CHECKSUM_DISABLED="1", OMP_NUM_THREADS=str(threads))
+        out = subprocess.run([str(venv / "bin" / "python"), "-c", REMBG_CODE, REMBG_MODEL[model], *map(str, paths)],
+                             env=env, check=True, capture_output=True, text=True, cwd=folder)
+    seconds, peak = map(float, out.stdout.split()[-2:])
+    return seconds, peak
 
 
 def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path) -> dict:
@@ -183,33 +239,58 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
         process.terminate()
         process.wait(30)
     ok = [t for t, s in zip(times, statuses) if s == 200]
+    # Requests sent one at a time never wait for a turn: their times are the service's own.
+    alone = [t for t, s in zip(times[:sequential], statuses[:sequential]) if s == 200]
     return {
         "model": model, "threads": threads, "cold_start_s": cold_start,
         "rss_start": rss_start, "rss_20": rss_20, "rss_end": rss_end, "rss_cleared": rss_cleared,
         "peak_tree": sampler.peak, "peak_worker": status["memory"]["peak_rss_mb"],
         "ok": len(ok), "total": total, "busy": statuses.count(503),
-        "p50": statistics.median(ok), "p95": float(np.percentile(ok, 95)),
+        "p50": statistics.median(ok), "p95": float(np.percentile(ok, 95)), "p50_alone": statistics.median(alone),
         "freed": cleared["freed_mb"],
     }
 
 
-def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int) -> int:
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int,
+         rembg: Path | None = None, rembg_home: Path | None = None) -> int:
+    from .config import Settings
+
     payloads = load_payloads(photos)
+    weights = "float32" if Settings.from_env().float_weights else "int8"
     print(f"load: {total} requests cycling {len(payloads)} images, the last {total // 3} "
-          f"{concurrency} at a time; {threads} inference thread(s); {os.cpu_count()} CPUs", flush=True)
+          f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    if rembg:
+        settings = Settings.from_env()
+        rembg_home = rembg_home or Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+        prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
-              "peak tree MB", "peak worker MB", "ok/total", "p50 s", "p95 s", "bare run s", "p50/bare")
-    rows = []
+              "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
+              "alone/bare")
+    rows, versus = [], []
     for model in models:
         r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"))
         bare = bare_run_seconds(model, threads)
         rows.append((model, f"{r['cold_start_s']:.2f}", f"{r['rss_start']:.0f}", f"{r['rss_20']:.0f}",
                      f"{r['rss_end']:.0f}", f"{r['rss_cleared']:.0f}", f"{r['peak_tree']:.0f}",
-                     f"{r['peak_worker']:.0f}", f"{r['ok']}/{r['total']}", f"{r['p50']:.2f}",
-                     f"{r['p95']:.2f}", f"{bare:.2f}", f"{r['p50'] / bare:.2f}"))
+                     f"{r['peak_worker']:.0f}", f"{r['ok']}/{r['total']}", f"{r['p50_alone']:.2f}",
+                     f"{r['p50']:.2f}", f"{r['p95']:.2f}", f"{bare:.2f}", f"{r['p50_alone'] / bare:.2f}"))
+        if rembg:
+            seconds, peak = rembg_run(rembg, rembg_home, model, payloads, threads)
+            versus.append((model, REMBG_MODEL[model], f"{r['p50_alone']:.2f}", f"{seconds:.2f}",
+                           f"{r['p50_alone'] / seconds:.2f}", f"{r['peak_tree']:.0f}", f"{peak:.0f}",
+                           f"{r['peak_tree'] / peak:.2f}"))
         print(f"  {model} done", flush=True)
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    _table(header, rows)
+    if versus:
+        print(f"\nrembg ({rembg}), remove() in process on the same {len(payloads)} images, {threads} thread(s):")
+        _table(("model", "rembg session", "ours p50 alone s", "rembg median s", "time ratio",
+                "ours peak tree MB", "rembg peak MB", "peak ratio"), versus)
     return 0

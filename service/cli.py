@@ -22,14 +22,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    remove = commands.add_parser("remove", help="cut the subject out of one image",
-                                 description="Write IN with its background removed to OUT. "
-                                             "OUT ending in .png gets transparency; with --color the "
-                                             "subject is put on that colour (OUT may then be .jpg).")
-    remove.add_argument("input", type=Path, metavar="IN")
-    remove.add_argument("output", type=Path, metavar="OUT")
+    remove = commands.add_parser(
+        "remove", help="cut the subject out of images",
+        usage="%(prog)s IN OUT [options]\n       %(prog)s IN_OR_FOLDER [...] --out-dir DIR [options]",
+        description="Write IN with its background removed to OUT: OUT ending in .png gets transparency; "
+                    "with --color the subject is put on that colour (OUT may then be .jpg or .webp). "
+                    "With --out-dir, every image named and every image in each folder named is "
+                    "written to DIR as NAME.png (NAME.jpg with --color, or --format); a file that "
+                    "fails is reported at the end and the exit status is 1.")
+    remove.add_argument("paths", type=Path, nargs="+", metavar="PATH", help=argparse.SUPPRESS)
+    remove.add_argument("-o", "--out-dir", type=Path, metavar="DIR", help="batch: write results into DIR")
+    remove.add_argument("--format", choices=("png", "jpg", "webp"), help="batch: output format")
     remove.add_argument("--model", choices=list(CATALOG), help="model (default: $BG_REMOVAL_MODEL or isnet-general-tiny)")
     remove.add_argument("--color", help="background colour: #RRGGBB, #RGB, R,G,B or a CSS name")
+    remove.add_argument("--quiet", action="store_true", help="no progress bar")
 
     fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
                                 description="Make models ready in $MODEL_DIR, trying $BG_MODEL_MIRROR first, "
@@ -45,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=60)
     bench.add_argument("--concurrency", type=int, default=3)
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
+    bench.add_argument("--rembg", type=Path, metavar="VENV",
+                       help="also run the images through rembg's remove() from this venv and compare")
+    bench.add_argument("--rembg-home", type=Path, metavar="DIR",
+                       help="rembg's model folder (default: $U2NET_HOME or ~/.u2net); missing files are made")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
 
@@ -78,13 +88,49 @@ def _fetch(args, settings) -> int:
     return status
 
 
+def _batch_jobs(paths: list[Path], out_dir: Path, extension: str) -> list[tuple[Path, Path]]:
+    """(input, output) for each file named and each image file in each folder named, in order.
+
+    Two inputs with the same stem get ``NAME.ext`` and ``NAME-2.ext``.
+    """
+    from .config import ALLOWED_EXTENSIONS
+
+    inputs: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inputs += sorted(p for p in path.iterdir()
+                             if p.is_file() and p.suffix.lower().lstrip(".") in ALLOWED_EXTENSIONS)
+        else:
+            inputs.append(path)
+    jobs, taken = [], set()
+    for path in inputs:
+        name, n = f"{path.stem}.{extension}", 1
+        while name in taken:
+            n += 1
+            name = f"{path.stem}-{n}.{extension}"
+        taken.add(name)
+        jobs.append((path, out_dir / name))
+    return jobs
+
+
 def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
-    from .fetch import FetchError, fetch_model
+    from .fetch import FetchError, Progress, fetch_model
     from .imaging import combine_alpha, compose_on_color, cutout, decode_upload, parse_color
+    from .matting import estimate_foreground
 
-    suffix = args.output.suffix.lower()
+    if args.out_dir is None:
+        if len(args.paths) != 2:
+            print("error: give IN OUT, or images and folders with --out-dir DIR", file=sys.stderr)
+            return 2
+        jobs = [tuple(args.paths)]
+    else:
+        jobs = _batch_jobs(args.paths, args.out_dir, args.format or ("jpg" if args.color else "png"))
+        if not jobs:
+            print("error: no images found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
+            return 2
+    suffix = jobs[0][1].suffix.lower()
     if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
         print("error: OUT must end in .png, .jpg or .webp", file=sys.stderr)
         return 2
@@ -94,16 +140,37 @@ def _remove(args, settings) -> int:
     try:
         color = parse_color(args.color) if args.color else None
         spec = CATALOG[args.model or settings.model]
-        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), settings.threads)
-        decoded = decode_upload(args.input.read_bytes(), settings.max_dimension, settings.max_pixels)
-        mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
-        image = cutout(decoded.rgb, mask) if color is None else compose_on_color(decoded.rgb, mask, color)
-        image.save(args.output)
+        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), settings.threads,
+                        float_weights=settings.float_weights)
+        if args.out_dir is not None:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
     except (ServiceError, FetchError, OSError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    print(f"{args.output} ({image.width}×{image.height}, {spec.name})")
-    return 0
+
+    batch = args.out_dir is not None
+    progress = Progress("remove", len(jobs), enabled=batch and not args.quiet, unit="images")
+    failed = []
+    for source, target in jobs:
+        try:
+            if target.resolve() == source.resolve():
+                raise OSError("the result would overwrite the input")
+            decoded = decode_upload(source.read_bytes(), settings.max_dimension, settings.max_pixels)
+            mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
+            subject = estimate_foreground(decoded.rgb, mask)
+            image = cutout(subject, mask) if color is None else compose_on_color(subject, mask, color)
+            image.save(target)
+            if not batch:
+                print(f"{target} ({image.width}×{image.height}, {spec.name})")
+        except (ServiceError, OSError) as exc:
+            failed.append((source, getattr(exc, "message", None) or str(exc)))
+        progress.update(1)
+    progress.close()
+    if batch:
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} written to {args.out_dir} ({spec.name})")
+    for source, message in failed:
+        print(f"error: {source}: {message}" if batch else f"error: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,5 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             return compare_reuse(args.models)
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
-        return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency, args.threads)
+        return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency,
+                     args.threads, args.rembg, args.rembg_home)
     return _fetch(args, settings) if args.command == "fetch" else _remove(args, settings)

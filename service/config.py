@@ -39,6 +39,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service; ``repr`` never shows the API key."""
@@ -46,6 +53,7 @@ class Settings:
     model_dir: Path = Path()
     mirror: Path | None = None
     threads: int = 1
+    float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
@@ -76,6 +84,7 @@ class Settings:
             model_dir=Path(env.get("MODEL_DIR") or default_model_dir(env)).expanduser(),
             mirror=Path(mirror).expanduser() if mirror else None,
             threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
+            float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),

@@ -33,13 +33,14 @@ class FetchError(RuntimeError):
 
 
 class Progress:
-    """A byte counter drawn on a terminal as a bar, or as a few lines in a log.
+    """A counter drawn on a terminal as a bar, or as a few lines in a log.
 
-    ``total`` is the expected byte count, or None when unknown.
+    ``total`` is the expected count, or None when unknown. With ``unit="MB"``
+    the counts are bytes, shown in MB; any other unit is shown as a plain count.
     """
 
-    def __init__(self, label: str, total: int | None, stream=None, enabled: bool = True):
-        self.label, self.total, self.done = label, total, 0
+    def __init__(self, label: str, total: int | None, stream=None, enabled: bool = True, unit: str = "MB"):
+        self.label, self.total, self.done, self.unit = label, total, 0, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
@@ -67,13 +68,16 @@ class Progress:
             self.stream.write("\r" + self._line() + "\n")
             self.stream.flush()
 
+    def _count(self, n: int) -> str:
+        return f"{n / 1e6:.1f}" if self.unit == "MB" else str(n)
+
     def _line(self) -> str:
-        mb = self.done / 1e6
         if not self.total:
-            return f"{self.label}: {mb:.1f} MB"
+            return f"{self.label}: {self._count(self.done)} {self.unit}"
         frac = min(1.0, self.done / self.total)
         bar = "#" * int(frac * 30)
-        return f"{self.label}: [{bar:<30}] {frac:4.0%} {mb:.1f}/{self.total / 1e6:.1f} MB"
+        return (f"{self.label}: [{bar:<30}] {frac:4.0%} "
+                f"{self._count(self.done)}/{self._count(self.total)} {self.unit}")
 
 
 def file_checksum(path: Path, algorithm: str) -> str:

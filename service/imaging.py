@@ -192,11 +192,17 @@ def parse_color(text: str | None) -> tuple[int, int, int]:
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
-    """Image → bytes of ``fmt`` ("png" or "jpeg")."""
+    """Image → bytes of ``fmt`` ("png", "webp" or "jpeg").
+
+    WebP is lossy (quality 90) for colour, its alpha plane lossless; a mask
+    (mode L) is written lossless, since every level of it is data.
+    """
     buf = io.BytesIO()
     if fmt == "png":
         # Level 3 is within a few percent of 6 in size and much faster to write.
         image.save(buf, "PNG", compress_level=3)
+    elif fmt == "webp":
+        image.save(buf, "WEBP", lossless=image.mode == "L", quality=90, method=4)
     else:
         image.convert("RGB").save(buf, "JPEG", quality=92)
     return buf.getvalue()

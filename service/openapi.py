@@ -6,8 +6,12 @@ fit its schemas.
 """
 from __future__ import annotations
 
+from PIL import ImageColor
+
 from . import __version__
 from .config import Settings
+
+_BYTE = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0–255, no leading zeros
 
 _ERROR_CODES = {
     "400": "Missing file (`missing_file`), not an image (`not_an_image`), bad colour (`bad_color`) "
@@ -86,6 +90,7 @@ def openapi_document(settings: Settings) -> dict:
                            "properties": {
                                "status": {"const": "ready"}, "model": {"type": "string"},
                                "version": {"type": "string"}, "threads": {"type": "integer"},
+                               "float_weights": {"type": "boolean"},
                                "memory": {"type": "object", "required": ["rss_mb", "peak_rss_mb", "model_loaded"],
                                           "properties": {"rss_mb": number, "peak_rss_mb": number,
                                                          "model_loaded": {"type": "boolean"}}},
@@ -103,10 +108,16 @@ def openapi_document(settings: Settings) -> dict:
         },
         "paths": {
             "/api/bg/remove": {"post": {
-                "summary": "Cut the subject out: a PNG with transparency",
+                "summary": "Cut the subject out: a PNG or WebP with transparency, or the mask alone",
                 "security": [{}, {"ApiKey": []}],
-                "requestBody": _upload_body({}, []),
-                "responses": {"200": _image_response(["image/png"], "RGBA PNG, same size as the processed image"),
+                "requestBody": _upload_body({
+                    "format": {"type": "string", "enum": ["png", "webp"], "default": "png",
+                               "description": "WebP: lossy colour (quality 90), lossless alpha"},
+                    "only_mask": {"type": "boolean", "default": False,
+                                  "description": "answer the 8-bit mask (grey, 255 = subject) instead of the cut-out"},
+                }, []),
+                "responses": {"200": _image_response(["image/png", "image/webp"],
+                                                     "RGBA image (or the grey mask), same size as the processed image"),
                               **_errors("400", "401", "413", "415", "500", "503")},
             }},
             "/api/bg/change_color": {"post": {
@@ -114,7 +125,10 @@ def openapi_document(settings: Settings) -> dict:
                 "security": [{}, {"ApiKey": []}],
                 "requestBody": _upload_body({
                     "color": {"type": "string", "examples": ["#00ff00", "#0f0", "0,255,0", "teal"],
-                              "description": "#RRGGBB, #RGB, R,G,B (0–255) or a CSS colour name"},
+                              "description": "#RRGGBB, #RGB, R,G,B (0–255) or a CSS colour name",
+                              "anyOf": [{"pattern": "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
+                                        {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
+                                        {"enum": sorted(ImageColor.colormap)}]},
                     "format": {"type": "string", "enum": ["jpeg", "jpg", "png"], "default": "jpeg"},
                 }, ["color"]),
                 "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),

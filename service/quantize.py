@@ -229,6 +229,19 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
     return len(plans)
 
 
+def build_float32_model(source: Path, target: Path) -> None:
+    """Write ``source`` (an fp16 graph like IS-Net's) to ``target`` computing in float32 throughout.
+
+    This is what rembg runs as ``isnet-general-use``, rebuilt from the fp16 file
+    when the fp32 original can't be fetched: the benchmark compares against it.
+    """
+    model = onnx.load(str(source))
+    _drop_float_casts(model.graph)
+    _to_float32(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+
+
 def build_int8_model(source: Path, target: Path, outputs: list[str] | None) -> int:
     """Write the int8-weight model built from ``source`` to ``target``.
 

@@ -58,3 +58,50 @@ def test_remove_into_a_missing_folder_fails_with_a_message(run_cli, sample_photo
     result = run_cli("remove", sample_photo, tmp_path / "no" / "such" / "out.png", "--model", "u2netp")
     assert result.returncode == 1 and "No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_batch_writes_each_image_of_folders_and_files_and_reports_the_bad_one(run_cli, sample_photo, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(sample_photo.read_bytes())
+    (photos / "broken.jpg").write_bytes(b"not an image at all")
+    (photos / "notes.txt").write_text("skipped: not an image extension")
+    loose = tmp_path / "a.png"
+    with Image.open(sample_photo) as photo:
+        photo.resize((64, 48)).save(loose)
+        size = photo.size
+    out = tmp_path / "out"
+    result = run_cli("remove", photos, loose, "--out-dir", out, "--model", "u2netp")
+    assert result.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a-2.png", "a.png"]
+    with Image.open(out / "a.png") as first, Image.open(out / "a-2.png") as second:
+        assert first.mode == "RGBA" and first.size == size
+        assert second.size == (64, 48)
+    assert "2 of 3 written" in result.stdout
+    assert f"{photos / 'broken.jpg'}: " in result.stderr and "not an image" in result.stderr
+    assert "3/3 images" in result.stderr  # the progress bar's last line
+    assert "Traceback" not in result.stderr
+
+
+def test_batch_with_a_colour_writes_jpegs_and_succeeds(run_cli, sample_photo, tmp_path):
+    result = run_cli("remove", sample_photo, "--out-dir", tmp_path / "out", "--model", "u2netp",
+                     "--color", "white", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out" / f"{sample_photo.stem}.jpg") as image:
+        assert image.format == "JPEG"
+    assert result.stderr == ""
+
+
+def test_batch_never_overwrites_an_input(run_cli, sample_photo, tmp_path):
+    photo = tmp_path / "p.png"
+    with Image.open(sample_photo) as image:
+        image.save(photo)
+    before = photo.read_bytes()
+    result = run_cli("remove", photo, "--out-dir", tmp_path, "--model", "u2netp")
+    assert result.returncode == 1 and "overwrite the input" in result.stderr
+    assert photo.read_bytes() == before
+
+
+def test_remove_needs_in_and_out_without_out_dir(run_cli, sample_photo):
+    result = run_cli("remove", sample_photo)
+    assert result.returncode == 2 and "--out-dir" in result.stderr

@@ -52,6 +52,47 @@ def test_remove_keeps_the_uploads_own_transparency(u2netp_server, sample_photo):
     assert np.asarray(image_of(response).getchannel("A")).max() == 0
 
 
+def test_only_mask_answers_the_grey_mask_of_the_cut_out(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    cut = image_of(u2netp_server.post("/api/bg/remove", files=upload))
+    response = u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="mask_p.png"'
+    mask = image_of(response)
+    assert mask.mode == "L" and mask.size == cut.size
+    assert np.array_equal(np.asarray(mask), np.asarray(cut.getchannel("A")))
+
+
+def test_webp_keeps_the_alpha_exactly_and_the_colours_closely(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    png = image_of(u2netp_server.post("/api/bg/remove", files=upload))
+    response = u2netp_server.post("/api/bg/remove", files=upload, data={"format": "webp"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/webp"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="nobg_p.webp"'
+    webp = image_of(response)
+    assert webp.format == "WEBP" and webp.mode == "RGBA" and webp.size == png.size
+    assert np.array_equal(np.asarray(webp.getchannel("A")), np.asarray(png.getchannel("A")))
+    opaque = np.asarray(png.getchannel("A")) == 255
+    difference = np.abs(np.asarray(webp.convert("RGB"), int) - np.asarray(png.convert("RGB"), int))
+    assert difference[opaque].mean() < 4
+    assert len(response.content) < len(u2netp_server.post("/api/bg/remove", files=upload).content)
+
+
+def test_only_mask_as_webp_is_lossless(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    png = image_of(u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true"}))
+    webp = image_of(u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true", "format": "webp"}))
+    assert np.array_equal(np.asarray(webp.convert("L")), np.asarray(png))
+
+
+@pytest.mark.parametrize("field, value", [("only_mask", "maybe"), ("format", "gif")])
+def test_bad_remove_options_are_400(u2netp_server, sample_photo, field, value):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                  data={field: value})
+    assert_json_error(response, 400, "bad_request")
+    assert field in response.json()["error"]
+
+
 def test_change_color_puts_the_subject_on_the_colour(u2netp_server, sample_photo):
     data = sample_photo.read_bytes()
     cut = image_of(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", data)}))
@@ -62,6 +103,11 @@ def test_change_color_puts_the_subject_on_the_colour(u2netp_server, sample_photo
     result = np.asarray(image_of(response).convert("RGB")).astype(int)
     background = np.asarray(cut.getchannel("A")) == 0
     assert np.abs(result[background] - [0, 255, 0]).max() <= 1
+    # Both answers use the same subject colours (the foreground estimate, service/matting.py):
+    # the composition is the cut-out laid over the colour.
+    alpha = np.asarray(cut.getchannel("A"), float)[..., None] / 255
+    expected = alpha * np.asarray(cut.convert("RGB"), float) + (1 - alpha) * [0, 255, 0]
+    assert np.abs(result - expected).max() <= 1.5
 
 
 @pytest.mark.parametrize("color", ["#00f", "0,0,255", "blue", "#0000FF"])

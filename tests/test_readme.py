@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -43,7 +44,7 @@ def test_curl_example_works(u2netp_server, workdir, line):
         json.loads((workdir / output.group(1)).read_text())
     else:
         with Image.open(workdir / output.group(1)) as image:
-            expected = {".png": "PNG", ".jpg": "JPEG"}[output.group(1)[-4:]]
+            expected = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP"}[Path(output.group(1)).suffix]
             assert image.format == expected
 
 
