@@ -13,8 +13,8 @@ from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine
 from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import Decoded, combine_alpha, compose_on_color, cutout, decode_upload, encode, parse_color
-from .matting import estimate_foreground
+from .imaging import Decoded, combine_alpha, decode_upload, encode, parse_color
+from .matting import subject_image
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .requestlog import note
 
@@ -107,7 +107,7 @@ def remove():
     only_mask = _flag("only_mask")
     with _gate().admit(deadline):
         decoded, mask = _decode_and_mask(data, deadline)
-        body = encode(mask if only_mask else cutout(estimate_foreground(decoded.rgb, mask), mask), fmt)
+        body = encode(mask if only_mask else subject_image(decoded.rgb, mask), fmt)
     prefix = "mask" if only_mask else "nobg"
     return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
 
@@ -120,7 +120,7 @@ def change_color():
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
     with _gate().admit(deadline):
         decoded, mask = _decode_and_mask(data, deadline)
-        body = encode(compose_on_color(estimate_foreground(decoded.rgb, mask), mask, color), fmt)
+        body = encode(subject_image(decoded.rgb, mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
 

@@ -263,12 +263,12 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     from .config import Settings
 
     payloads = load_payloads(photos)
-    weights = "float32" if Settings.from_env().float_weights else "int8"
+    settings = Settings.from_env()
+    weights = "float32" if settings.float_weights else "int8"
     print(f"load: {total} requests cycling {len(payloads)} images, the last {total // 3} "
           f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
           f"{os.cpu_count()} CPUs", flush=True)
     if rembg:
-        settings = Settings.from_env()
         rembg_home = rembg_home or Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
         prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",

@@ -117,8 +117,8 @@ def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
     from .fetch import FetchError, Progress, fetch_model
-    from .imaging import combine_alpha, compose_on_color, cutout, decode_upload, parse_color
-    from .matting import estimate_foreground
+    from .imaging import combine_alpha, decode_upload, parse_color
+    from .matting import subject_image
 
     if args.out_dir is None:
         if len(args.paths) != 2:
@@ -157,8 +157,7 @@ def _remove(args, settings) -> int:
                 raise OSError("the result would overwrite the input")
             decoded = decode_upload(source.read_bytes(), settings.max_dimension, settings.max_pixels)
             mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
-            subject = estimate_foreground(decoded.rgb, mask)
-            image = cutout(subject, mask) if color is None else compose_on_color(subject, mask, color)
+            image = subject_image(decoded.rgb, mask, color)
             image.save(target)
             if not batch:
                 print(f"{target} ({image.width}×{image.height}, {spec.name})")

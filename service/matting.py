@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .imaging import compose_on_color, cutout
+
 # The first pass spreads colours far into the band (radius 90 px), the second restores
 # detail (6 px). The first is smooth, so it runs at a quarter of the resolution.
 _RADII = (90, 6)
@@ -95,3 +97,10 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     band = soft[box[1]:box[3], box[0]:box[2]]
     region[band] = np.rint(fg[band] * 255).astype(np.uint8)
     return Image.fromarray(out)
+
+
+def subject_image(rgb: Image.Image, mask: Image.Image, color: tuple[int, int, int] | None = None) -> Image.Image:
+    """The answer for ``rgb`` and its ``mask``, with estimated subject colours in soft edges:
+    an RGBA cut-out, or with ``color`` the subject on that colour (RGB)."""
+    subject = estimate_foreground(rgb, mask)
+    return cutout(subject, mask) if color is None else compose_on_color(subject, mask, color)

@@ -16,6 +16,14 @@ def image_of(response) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
+def image_answer(response, content_type: str, filename: str) -> Image.Image:
+    """The image of a 200 answer with this Content-Type and download name."""
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == content_type
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{filename}"'
+    return image_of(response)
+
+
 def assert_json_error(response, status: int, code: str):
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
@@ -56,9 +64,7 @@ def test_only_mask_answers_the_grey_mask_of_the_cut_out(u2netp_server, sample_ph
     upload = {"file": ("p.jpg", sample_photo.read_bytes())}
     cut = image_of(u2netp_server.post("/api/bg/remove", files=upload))
     response = u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true"})
-    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
-    assert response.headers["Content-Disposition"] == 'attachment; filename="mask_p.png"'
-    mask = image_of(response)
+    mask = image_answer(response, "image/png", "mask_p.png")
     assert mask.mode == "L" and mask.size == cut.size
     assert np.array_equal(np.asarray(mask), np.asarray(cut.getchannel("A")))
 
@@ -67,9 +73,7 @@ def test_webp_keeps_the_alpha_exactly_and_the_colours_closely(u2netp_server, sam
     upload = {"file": ("p.jpg", sample_photo.read_bytes())}
     png = image_of(u2netp_server.post("/api/bg/remove", files=upload))
     response = u2netp_server.post("/api/bg/remove", files=upload, data={"format": "webp"})
-    assert response.status_code == 200 and response.headers["Content-Type"] == "image/webp"
-    assert response.headers["Content-Disposition"] == 'attachment; filename="nobg_p.webp"'
-    webp = image_of(response)
+    webp = image_answer(response, "image/webp", "nobg_p.webp")
     assert webp.format == "WEBP" and webp.mode == "RGBA" and webp.size == png.size
     assert np.array_equal(np.asarray(webp.getchannel("A")), np.asarray(png.getchannel("A")))
     opaque = np.asarray(png.getchannel("A")) == 255
@@ -98,9 +102,7 @@ def test_change_color_puts_the_subject_on_the_colour(u2netp_server, sample_photo
     cut = image_of(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", data)}))
     response = u2netp_server.post("/api/bg/change_color", files={"file": ("p.jpg", data)},
                                   data={"color": "#00ff00", "format": "png"})
-    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
-    assert response.headers["Content-Disposition"] == 'attachment; filename="bg_p.png"'
-    result = np.asarray(image_of(response).convert("RGB")).astype(int)
+    result = np.asarray(image_answer(response, "image/png", "bg_p.png").convert("RGB")).astype(int)
     background = np.asarray(cut.getchannel("A")) == 0
     assert np.abs(result[background] - [0, 255, 0]).max() <= 1
     # Both answers use the same subject colours (the foreground estimate, service/matting.py):
