@@ -13,7 +13,7 @@ from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine
 from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import Decoded, combine_alpha, decode_upload, encode, parse_color
+from .imaging import Decoded, decode_upload, encode, parse_color
 from .matting import subject_image
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .requestlog import note
@@ -82,14 +82,15 @@ def _deadline() -> float:
     return time.monotonic() + _settings().request_timeout
 
 
-def _decode_and_mask(data: bytes, deadline: float) -> tuple[Decoded, Image.Image]:
-    """Decode the upload and predict its alpha; notes pixels and model time for the log line."""
+def _decode_and_mask(data: bytes, refine: bool, deadline: float) -> tuple[Decoded, Image.Image]:
+    """Decode the upload and predict its alpha, ``refine``-d or not; notes pixels and mask time
+    (model and refinement) for the log line."""
     decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
     started = time.perf_counter()
-    mask = _engine().predict_mask(decoded.rgb, deadline)
+    alpha = _engine().predict_alpha(decoded, refine, deadline)
     note(pixels=decoded.rgb.width * decoded.rgb.height,
          model_ms=round((time.perf_counter() - started) * 1000, 1))
-    return decoded, combine_alpha(mask, decoded.alpha)
+    return decoded, alpha
 
 
 def _flag(name: str) -> bool:
@@ -104,9 +105,9 @@ def remove():
     started, deadline = time.perf_counter(), _deadline()
     data, stem = _upload()
     fmt = _choice("format", ("png", "webp"), "png")
-    only_mask = _flag("only_mask")
+    only_mask, refine = _flag("only_mask"), _flag("refine")
     with _gate().admit(deadline):
-        decoded, mask = _decode_and_mask(data, deadline)
+        decoded, mask = _decode_and_mask(data, refine, deadline)
         body = encode(mask if only_mask else subject_image(decoded.rgb, mask), fmt)
     prefix = "mask" if only_mask else "nobg"
     return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
@@ -118,8 +119,9 @@ def change_color():
     data, stem = _upload()
     color = parse_color(request.form.get("color") or request.args.get("color"))
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
+    refine = _flag("refine")
     with _gate().admit(deadline):
-        decoded, mask = _decode_and_mask(data, deadline)
+        decoded, mask = _decode_and_mask(data, refine, deadline)
         body = encode(subject_image(decoded.rgb, mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)

@@ -20,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -140,56 +139,8 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
     return 0
 
 
-REMBG_CODE = """
-import resource, statistics, sys, time
-from rembg import new_session, remove
-session = new_session(sys.argv[1])
-times = []
-for path in sys.argv[2:]:
-    data = open(path, "rb").read()
-    t = time.perf_counter(); remove(data, session=session); times.append(time.perf_counter() - t)
-print(statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
-
-# The rembg session that runs the same weights as each of our models.
-REMBG_MODEL = {"u2netp": "u2netp", "isnet-general-tiny": "isnet-general-use"}
-
-
-def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None:
-    """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME).
-
-    u2netp is our own verified file (rembg's, byte for byte). isnet-general-use is
-    rebuilt in float32 from the fp16 IS-Net that isnet-general-tiny comes from, so
-    both sides run the same weights; its bytes differ from rembg's release file,
-    which is why rembg runs with MODEL_CHECKSUM_DISABLED.
-    """
-    from .catalog import CATALOG
-    from .fetch import fetch_model
-    from .quantize import build_float32_model
-
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "u2netp.onnx").exists():
-        (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp"], model_dir, mirror).read_bytes())
-    if not (home / "isnet-general-use.onnx").exists():
-        fp16 = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, mirror)
-        build_float32_model(fp16, home / "isnet-general-use.onnx")
-
-
-def rembg_run(venv: Path, home: Path, model: str, payloads, threads: int) -> tuple[float, float]:
-    """rembg's ``remove()`` on each payload in one process: (median s, peak RSS MB)."""
-    with tempfile.TemporaryDirectory() as folder:
-        paths = []
-        for i, (name, data) in enumerate(payloads):
-            paths.append(Path(folder) / f"{i}-{name}")
-            paths[-1].write_bytes(data)
-        env = dict(os.environ, U2NET_HOME=str(home), MODEL_CHECKSUM_DISABLED="1", OMP_NUM_THREADS=str(threads))
-        out = subprocess.run([str(venv / "bin" / "python"), "-c", REMBG_CODE, REMBG_MODEL[model], *map(str, paths)],
-                             env=env, check=True, capture_output=True, text=True, cwd=folder)
-    seconds, peak = map(float, out.stdout.split()[-2:])
-    return seconds, peak
-
-
-def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path) -> dict:
+def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path,
+                refine: bool = False) -> dict:
     port = _free_port()
     env = dict(os.environ, BG_REMOVAL_MODEL=model, PORT=str(port), HOST="127.0.0.1",
                BG_REMOVAL_THREADS=str(threads), MAX_QUEUE=str(max(2, concurrency)))
@@ -218,7 +169,8 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
         def send(i: int) -> None:
             name, data = payloads[i % len(payloads)]
             t = time.perf_counter()
-            r = requests.post(url + "/api/bg/remove", files={"file": (name, data)}, timeout=600)
+            r = requests.post(url + "/api/bg/remove", files={"file": (name, data)},
+                              data={"refine": "true"} if refine else {}, timeout=600)
             times.append(time.perf_counter() - t)
             statuses.append(r.status_code)
 
@@ -259,8 +211,9 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int,
-         rembg: Path | None = None, rembg_home: Path | None = None) -> int:
+         rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False) -> int:
     from .config import Settings
+    from .versus import REMBG_MODEL, default_home, prepare_rembg_home, rembg_timing
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
@@ -269,7 +222,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
           f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
           f"{os.cpu_count()} CPUs", flush=True)
     if rembg:
-        rembg_home = rembg_home or Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+        rembg_home = rembg_home or default_home()
         prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
               "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
@@ -278,12 +231,17 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     for model in models:
         r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"))
         bare = bare_run_seconds(model, threads)
-        rows.append((model, f"{r['cold_start_s']:.2f}", f"{r['rss_start']:.0f}", f"{r['rss_20']:.0f}",
-                     f"{r['rss_end']:.0f}", f"{r['rss_cleared']:.0f}", f"{r['peak_tree']:.0f}",
-                     f"{r['peak_worker']:.0f}", f"{r['ok']}/{r['total']}", f"{r['p50_alone']:.2f}",
-                     f"{r['p50']:.2f}", f"{r['p95']:.2f}", f"{bare:.2f}", f"{r['p50_alone'] / bare:.2f}"))
+        runs = [(model, r)]
+        if refine:  # the same load again with refine=true, on a fresh server
+            runs.append((f"{model} refine", bench_model(model, payloads, total, concurrency, threads,
+                                                          Path(f"/tmp/bench-{model}-refine.log"), refine=True)))
+        for label, run in runs:
+            rows.append((label, f"{run['cold_start_s']:.2f}", f"{run['rss_start']:.0f}", f"{run['rss_20']:.0f}",
+                         f"{run['rss_end']:.0f}", f"{run['rss_cleared']:.0f}", f"{run['peak_tree']:.0f}",
+                         f"{run['peak_worker']:.0f}", f"{run['ok']}/{run['total']}", f"{run['p50_alone']:.2f}",
+                         f"{run['p50']:.2f}", f"{run['p95']:.2f}", f"{bare:.2f}", f"{run['p50_alone'] / bare:.2f}"))
         if rembg:
-            seconds, peak = rembg_run(rembg, rembg_home, model, payloads, threads)
+            seconds, peak = rembg_timing(rembg, rembg_home, model, payloads, threads)
             versus.append((model, REMBG_MODEL[model], f"{r['p50_alone']:.2f}", f"{seconds:.2f}",
                            f"{r['p50_alone'] / seconds:.2f}", f"{r['peak_tree']:.0f}", f"{peak:.0f}",
                            f"{r['peak_tree'] / peak:.2f}"))

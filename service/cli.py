@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--format", choices=("png", "jpg", "webp"), help="batch: output format")
     remove.add_argument("--model", choices=list(CATALOG), help="model (default: $BG_REMOVAL_MODEL or isnet-general-tiny)")
     remove.add_argument("--color", help="background colour: #RRGGBB, #RGB, R,G,B or a CSS name")
+    remove.add_argument("--refine", action="store_true", help="fit the mask's soft edges to the photo")
     remove.add_argument("--quiet", action="store_true", help="no progress bar")
 
     fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="also run the images through rembg's remove() from this venv and compare")
     bench.add_argument("--rembg-home", type=Path, metavar="DIR",
                        help="rembg's model folder (default: $U2NET_HOME or ~/.u2net); missing files are made")
+    bench.add_argument("--refine", action="store_true",
+                       help="also run each model's load with refine=true, on a fresh server")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
 
@@ -66,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where the contact sheet goes")
     evaluate.add_argument("--limit", type=int, help="only the first N rows")
     evaluate.add_argument("--threads", type=int, default=1)
+    evaluate.add_argument("--refine", action="store_true", help="score the refined masks (refine=true)")
+    evaluate.add_argument("--rembg", type=Path, metavar="VENV",
+                          help="score rembg instead: its session with the same weights, run by VENV's Python")
+    evaluate.add_argument("--rembg-home", type=Path, metavar="DIR",
+                          help="rembg's U2NET_HOME for --rembg (default: $U2NET_HOME or ~/.u2net)")
     return parser
 
 
@@ -117,7 +125,7 @@ def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
     from .fetch import FetchError, Progress, fetch_model
-    from .imaging import combine_alpha, decode_upload, parse_color
+    from .imaging import decode_upload, parse_color
     from .matting import subject_image
 
     if args.out_dir is None:
@@ -156,7 +164,7 @@ def _remove(args, settings) -> int:
             if target.resolve() == source.resolve():
                 raise OSError("the result would overwrite the input")
             decoded = decode_upload(source.read_bytes(), settings.max_dimension, settings.max_pixels)
-            mask = combine_alpha(engine.predict_mask(decoded.rgb), decoded.alpha)
+            mask = engine.predict_alpha(decoded, args.refine)
             image = subject_image(decoded.rgb, mask, color)
             image.save(target)
             if not batch:
@@ -188,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.dir / "manifest.csv").is_file():
             print(f"error: {args.dir} has no manifest.csv", file=sys.stderr)
             return 2
-        print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads))
+        if args.rembg and args.refine:
+            print("error: --refine is ours; rembg's masks are scored as rembg makes them", file=sys.stderr)
+            return 2
+        print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads, args.refine,
+                       args.rembg, args.rembg_home))
         return 0
     if args.command == "bench":
         from .bench import ROOT, compare_reuse, main as bench
@@ -198,5 +210,5 @@ def main(argv: list[str] | None = None) -> int:
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
         return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency,
-                     args.threads, args.rembg, args.rembg_home)
+                     args.threads, args.rembg, args.rembg_home, args.refine)
     return _fetch(args, settings) if args.command == "fetch" else _remove(args, settings)

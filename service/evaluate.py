@@ -13,12 +13,17 @@ Metrics, per image, then averaged:
 - on alpha-matte rows only, over the *uncertain band* (truth strictly between
   0 and 255, widened by 5 px): ``band_mae`` and ``grad`` (the mean squared
   difference of gradient magnitudes after a σ≈1.4 blur, × 1000).
-The images are for evaluation only: this command reads them, never copies them.
+With ``--refine`` the masks are the refined ones (``refine=true``); with
+``--rembg VENV`` they are rembg's, from its session with the same weights, run
+by that venv's Python (:mod:`service.versus`), so both tables are comparable row
+for row. The images are for evaluation only: this command reads them, never copies them.
 """
 from __future__ import annotations
 
 import csv
 import statistics
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,8 +122,8 @@ def _mean(values: list[float], digits: int = 4) -> str:
     return f"{statistics.fmean(values):.{digits}f}" if values else "–"
 
 
-def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1) -> str:
-    """Score ``model`` on the benchmark in ``root``; write a contact sheet to ``out``; return the table."""
+def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(photo, alpha) per row, through the same code path as the HTTP API."""
     from .catalog import CATALOG
     from .config import Settings
     from .engine import Engine
@@ -128,18 +133,50 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     settings = Settings.from_env()
     spec = CATALOG[model]
     engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror, show_progress=False), threads)
-    rows = read_manifest(root)[:limit]
-    results: list[tuple[Row, dict[str, float]]] = []
-    tiles, tile = [], 160
     for row in rows:
         decoded = decode_upload(row.image.read_bytes(), settings.max_dimension, settings.max_pixels)
+        yield decoded.rgb, engine.predict_alpha(decoded, refine)
+
+
+def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path,
+                 home: Path | None) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(photo, mask) per row from rembg's ``remove(only_mask=True)`` with the same weights."""
+    from .config import Settings
+    from .versus import default_home, prepare_rembg_home, rembg_masks
+
+    settings = Settings.from_env()
+    home = home or default_home()
+    prepare_rembg_home(home, settings.model_dir, settings.mirror)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = rembg_masks(venv, home, model, [row.image for row in rows], Path(folder), threads)
+        for row, path in zip(rows, paths):
+            with Image.open(row.image) as photo, Image.open(path) as mask:
+                yield photo.convert("RGB"), mask.convert("L")
+
+
+def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1,
+             refine: bool = False, rembg: Path | None = None, rembg_home: Path | None = None) -> str:
+    """Score ``model`` (or, with ``rembg``, rembg's session with the same weights, run from that
+    venv) on the benchmark in ``root``; write a contact sheet to ``out``; return the table."""
+    rows = read_manifest(root)[:limit]
+    if rembg is None:
+        variant = f"{model}-refined" if refine else model
+        masks = _our_masks(rows, model, threads, refine)
+    else:
+        from .versus import REMBG_MODEL
+
+        variant = f"rembg-{REMBG_MODEL[model]}"
+        masks = _rembg_masks(rows, model, threads, rembg, rembg_home)
+    results: list[tuple[Row, dict[str, float]]] = []
+    tiles, tile = [], 160
+    for row, (photo, alpha) in zip(rows, masks):
         with Image.open(row.mask) as gt_image:
             truth = np.asarray(gt_image.convert("L"))
-        mask = engine.predict_mask(decoded.rgb).resize((truth.shape[1], truth.shape[0]), Image.Resampling.LANCZOS)
+        mask = alpha.resize((truth.shape[1], truth.shape[0]), Image.Resampling.LANCZOS)
         pred = np.asarray(mask)
         results.append((row, score(pred, truth, row.alpha)))
         error = Image.fromarray(np.abs(pred.astype(np.int16) - truth.astype(np.int16)).astype(np.uint8))
-        tiles.append([_sheet_tile(decoded.rgb, tile), _sheet_tile(Image.fromarray(truth), tile),
+        tiles.append([_sheet_tile(photo, tile), _sheet_tile(Image.fromarray(truth), tile),
                       _sheet_tile(mask, tile), _sheet_tile(error, tile)])
 
     out.mkdir(parents=True, exist_ok=True)
@@ -147,10 +184,10 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     for y, row_tiles in enumerate(tiles):
         for x, t in enumerate(row_tiles):
             sheet.paste(t, (x * tile, y * tile))
-    sheet_path = out / f"contact-sheet-{model}.png"
+    sheet_path = out / f"contact-sheet-{variant}.png"
     sheet.save(sheet_path)
 
-    lines = [f"model {model}, {len(results)} images from {root} (columns of {sheet_path.name}: "
+    lines = [f"model {variant}, {len(results)} images from {root} (columns of {sheet_path.name}: "
              "photo, ground truth, prediction, |error|)",
              "| set | n | IoU | MAE | max F | band MAE (alpha) | grad ×1000 (alpha) |",
              "|---|---|---|---|---|---|---|"]

@@ -199,8 +199,9 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     """
     buf = io.BytesIO()
     if fmt == "png":
-        # Level 3 is within a few percent of 6 in size and much faster to write.
-        image.save(buf, "PNG", compress_level=3)
+        # zlib level 1: on the 14 sample photos, 57 ms a median write against 104 ms at
+        # level 3 and about 300 ms at Pillow's default 6, for files 4% larger than level 3.
+        image.save(buf, "PNG", compress_level=1)
     elif fmt == "webp":
         image.save(buf, "WEBP", lossless=image.mode == "L", quality=90, method=4)
     else:

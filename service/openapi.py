@@ -24,6 +24,8 @@ _ERROR_CODES = {
            "retry after `Retry-After` seconds",
 }
 
+_REFINE = {"type": "boolean", "default": False,
+           "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
 
 def _json(description: str, schema: str | dict) -> dict:
     """A JSON response; ``schema`` is a component's name or an inline schema."""
@@ -115,6 +117,7 @@ def openapi_document(settings: Settings) -> dict:
                                "description": "WebP: lossy colour (quality 90), lossless alpha"},
                     "only_mask": {"type": "boolean", "default": False,
                                   "description": "answer the 8-bit mask (grey, 255 = subject) instead of the cut-out"},
+                    "refine": _REFINE,
                 }, []),
                 "responses": {"200": _image_response(["image/png", "image/webp"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
@@ -130,6 +133,7 @@ def openapi_document(settings: Settings) -> dict:
                                         {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
                                         {"enum": sorted(ImageColor.colormap)}]},
                     "format": {"type": "string", "enum": ["jpeg", "jpg", "png"], "default": "jpeg"},
+                    "refine": _REFINE,
                 }, ["color"]),
                 "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},

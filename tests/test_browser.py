@@ -85,3 +85,19 @@ def test_page_shows_the_servers_error_message(page, tmp_path):
     page.click("#submit")
     page.wait_for_function("() => document.getElementById('error').textContent.length > 0", timeout=30_000)
     assert "not an image" in page.text_content("#error")
+
+
+def test_page_refines_the_edges_when_ticked(page, sample_photo):
+    alpha_sum = TRANSPARENT_SHARE.replace("if (data[i] === 0) clear++", "clear += data[i]")
+    page.set_input_files("#file", str(sample_photo))
+    page.click("#submit")
+    wait_for_result(page)
+    plain = page.evaluate(alpha_sum)
+    page.check("#refine")
+    with page.expect_response("**/api/bg/remove") as answered:
+        page.click("#submit")
+    assert answered.value.status == 200
+    page.wait_for_function("() => document.getElementById('submit').disabled === false", timeout=60_000)
+    wait_for_result(page)
+    refined = page.evaluate(alpha_sum)
+    assert refined != plain and abs(refined - plain) / plain < 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 
 from .support import ROOT
@@ -105,3 +106,13 @@ def test_batch_never_overwrites_an_input(run_cli, sample_photo, tmp_path):
 def test_remove_needs_in_and_out_without_out_dir(run_cli, sample_photo):
     result = run_cli("remove", sample_photo)
     assert result.returncode == 2 and "--out-dir" in result.stderr
+
+
+def test_remove_refine_changes_only_the_edge(run_cli, sample_photo, tmp_path):
+    plain, refined = tmp_path / "plain.png", tmp_path / "refined.png"
+    assert run_cli("remove", sample_photo, plain, "--model", "u2netp").returncode == 0
+    result = run_cli("remove", sample_photo, refined, "--model", "u2netp", "--refine")
+    assert result.returncode == 0, result.stderr
+    with Image.open(plain) as a, Image.open(refined) as b:
+        changed = np.asarray(a.getchannel("A")) != np.asarray(b.getchannel("A"))
+    assert changed.any() and changed.mean() < 0.25

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -72,7 +73,9 @@ def test_score_adds_band_metrics_only_for_alpha_truth():
     assert {"band_mae", "grad"} <= set(score(truth, truth, alpha_truth=True))
 
 
-def test_eval_command_prints_a_table_and_writes_a_contact_sheet(run_cli, tmp_path):
+@pytest.fixture
+def bench_dir(tmp_path):
+    """Two sample photos laid out like ../shared/eval, rembg's u2netp masks as their truth."""
     root = tmp_path / "bench"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -86,13 +89,45 @@ def test_eval_command_prints_a_table_and_writes_a_contact_sheet(run_cli, tmp_pat
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = run_cli("eval", root, "--model", "u2netp", "--out", tmp_path / "out")
+    return root
+
+
+def samples_row(stdout: str) -> list[str]:
+    line = next(l for l in stdout.splitlines() if l.startswith("| samples |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_eval_command_prints_a_table_and_writes_a_contact_sheet(run_cli, bench_dir, tmp_path):
+    result = run_cli("eval", bench_dir, "--model", "u2netp", "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
-    line = next(l for l in result.stdout.splitlines() if l.startswith("| samples |"))
-    cells = [c.strip() for c in line.strip("|").split("|")]
+    cells = samples_row(result.stdout)
     assert cells[1] == "2" and float(cells[2]) > 0.98  # rembg's own u2netp masks as truth
     with Image.open(tmp_path / "out" / "contact-sheet-u2netp.png") as sheet:
         assert sheet.size == (4 * 160, 2 * 160)
+
+
+def test_eval_command_scores_refined_masks_on_request(run_cli, bench_dir, tmp_path):
+    plain = samples_row(run_cli("eval", bench_dir, "--model", "u2netp", "--out", tmp_path / "out").stdout)
+    result = run_cli("eval", bench_dir, "--model", "u2netp", "--refine", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("model u2netp-refined,")
+    refined = samples_row(result.stdout)
+    assert refined[3] != plain[3]  # MAE: the masks differ from the unrefined ones
+    assert (tmp_path / "out" / "contact-sheet-u2netp-refined.png").is_file()
+
+
+def test_eval_refuses_refine_for_rembg(run_cli, bench_dir, tmp_path):
+    result = run_cli("eval", bench_dir, "--rembg", tmp_path, "--refine")
+    assert result.returncode == 2 and "--refine" in result.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("REMBG_VENV"), reason="set REMBG_VENV to a venv with rembg 2.0.86")
+def test_eval_scores_rembg_from_its_own_venv(run_cli, bench_dir, tmp_path):
+    result = run_cli("eval", bench_dir, "--model", "u2netp", "--rembg", os.environ["REMBG_VENV"],
+                     "--rembg-home", tmp_path / "u2net", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("model rembg-u2netp,")
+    assert float(samples_row(result.stdout)[2]) > 0.999  # rembg scored against its own masks
 
 
 def test_eval_command_needs_a_manifest(run_cli, tmp_path):

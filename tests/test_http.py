@@ -89,7 +89,29 @@ def test_only_mask_as_webp_is_lossless(u2netp_server, sample_photo):
     assert np.array_equal(np.asarray(webp.convert("L")), np.asarray(png))
 
 
-@pytest.mark.parametrize("field, value", [("only_mask", "maybe"), ("format", "gif")])
+def test_refine_fits_the_soft_edges_and_keeps_the_rest(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    plain = np.asarray(image_of(u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true"})))
+    response = u2netp_server.post("/api/bg/remove", files=upload, data={"only_mask": "true", "refine": "true"})
+    refined = np.asarray(image_answer(response, "image/png", "mask_p.png"))
+    assert refined.shape == plain.shape
+    changed = refined != plain
+    assert changed.any()
+    # Only near the edge: most of the model's certain inside and outside stays as it was.
+    assert changed.mean() < 0.25 and ((plain == 255) & changed).mean() < 0.05
+
+
+def test_change_color_refines_too(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    plain = np.asarray(image_of(u2netp_server.post("/api/bg/change_color", files=upload,
+                                                   data={"color": "blue", "format": "png"})))
+    response = u2netp_server.post("/api/bg/change_color", files=upload,
+                                  data={"color": "blue", "format": "png", "refine": "true"})
+    refined = np.asarray(image_answer(response, "image/png", "bg_p.png"))
+    assert refined.shape == plain.shape and not np.array_equal(refined, plain)
+
+
+@pytest.mark.parametrize("field, value", [("only_mask", "maybe"), ("format", "gif"), ("refine", "yes")])
 def test_bad_remove_options_are_400(u2netp_server, sample_photo, field, value):
     response = u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
                                   data={field: value})

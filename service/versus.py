@@ -1,0 +1,89 @@
+"""rembg, run from a separate venv, for side-by-side figures (``bench --rembg``, ``eval --rembg``).
+
+rembg is never a dependency of the service: its venv's own Python runs a short
+program, and only file paths and numbers cross over. Both sides run the same
+weights: ``prepare_rembg_home`` puts them where rembg looks (its U2NET_HOME).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+# The rembg session that runs the same weights as each of our models.
+REMBG_MODEL = {"u2netp": "u2netp", "isnet-general-tiny": "isnet-general-use"}
+
+_TIMING_CODE = """
+import resource, statistics, sys, time
+from rembg import new_session, remove
+session = new_session(sys.argv[1])
+times = []
+for path in sys.argv[2:]:
+    data = open(path, "rb").read()
+    t = time.perf_counter(); remove(data, session=session); times.append(time.perf_counter() - t)
+print(statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+_MASK_CODE = """
+import sys
+from PIL import Image
+from rembg import new_session, remove
+session = new_session(sys.argv[1])
+for source, target in zip(sys.argv[2::2], sys.argv[3::2]):
+    with Image.open(source) as image:
+        remove(image.convert("RGB"), session=session, only_mask=True).save(target)
+"""
+
+
+def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None:
+    """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME).
+
+    u2netp is our own verified file (rembg's, byte for byte). isnet-general-use is
+    rebuilt in float32 from the fp16 IS-Net that isnet-general-tiny comes from, so
+    both sides run the same weights; its bytes differ from rembg's release file,
+    which is why rembg runs with MODEL_CHECKSUM_DISABLED.
+    """
+    from .catalog import CATALOG
+    from .fetch import fetch_model
+    from .quantize import build_float32_model
+
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "u2netp.onnx").exists():
+        (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp"], model_dir, mirror).read_bytes())
+    if not (home / "isnet-general-use.onnx").exists():
+        fp16 = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, mirror)
+        build_float32_model(fp16, home / "isnet-general-use.onnx")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+
+
+def _run(venv: Path, home: Path, code: str, args: list[str], threads: int, cwd: str) -> str:
+    env = dict(os.environ, U2NET_HOME=str(home), MODEL_CHECKSUM_DISABLED="1", OMP_NUM_THREADS=str(threads))
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code, *args],
+                          env=env, capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        raise RuntimeError(f"rembg from {venv} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def rembg_timing(venv: Path, home: Path, model: str, payloads, threads: int) -> tuple[float, float]:
+    """rembg's ``remove()`` on each (name, bytes) payload in one process: (median s, peak RSS MB)."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, (name, data) in enumerate(payloads):
+            paths.append(Path(folder) / f"{i}-{name}")
+            paths[-1].write_bytes(data)
+        out = _run(venv, home, _TIMING_CODE, [REMBG_MODEL[model], *map(str, paths)], threads, folder)
+    seconds, peak = map(float, out.split()[-2:])
+    return seconds, peak
+
+
+def rembg_masks(venv: Path, home: Path, model: str, images: list[Path], folder: Path, threads: int) -> list[Path]:
+    """rembg's mask (``only_mask=True``) for each image, written into ``folder``; their paths, in order."""
+    targets = [folder / f"{i}.png" for i in range(len(images))]
+    pairs = [str(p.resolve()) for pair in zip(images, targets) for p in pair]
+    _run(venv, home, _MASK_CODE, [REMBG_MODEL[model], *pairs], threads, str(folder))
+    return targets
