@@ -26,6 +26,8 @@ _EPS = np.float32(1e-5)
 # under α ≤ 5 shows at most 2% on any background; u2netp leaves such a haze over much
 # of a photo, and leaving it out shrinks the box the fine pass runs on by a quarter or more.
 _CERTAIN = 5
+# Rows per strip of the fine pass: bounds its float32 copies to a few MB at any image size.
+_STRIP = 128
 
 
 def _soft(mask: np.ndarray) -> np.ndarray:
@@ -103,23 +105,25 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     coarse = _means(small_image, _floats(mask.resize(small, Image.Resampling.BOX)), small_image, small_image,
                     max(1, _RADII[0] // _COARSE))
 
-    margin = _RADII[1]
-    box = (max(cols[0] - margin, 0), max(rows[0] - margin, 0),
-           min(cols[-1] + margin + 1, a.shape[1]), min(rows[-1] + margin + 1, a.shape[0]))
-    image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
-    # the coarse means, scaled up for the box only (its corners in the small image's coordinates)
+    coarse_images = [_to_rgb(m) for m in coarse]
     scale_x, scale_y = small[0] / rgb.width, small[1] / rgb.height
-    small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-    crop_size = (box[2] - box[0], box[3] - box[1])
-    mean_fg, mean_bg = (_floats(_to_rgb(m).resize(crop_size, Image.Resampling.BILINEAR, box=small_box))
-                        for m in coarse)
-    fg = _fuse(image, alpha, mean_fg, mean_bg)
-    fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, _RADII[1]))
-
+    margin = _RADII[1]
+    left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, a.shape[1])
     out = np.array(rgb)
-    region = out[box[1]:box[3], box[0]:box[2]]
-    band = soft[box[1]:box[3], box[0]:box[2]]
-    region[band] = np.rint(fg[band] * 255).astype(np.uint8)
+    # The fine pass goes down the band in strips, each with the window's reach above and
+    # below it: the same answer as one pass over the whole box, in a fraction of the memory.
+    for top in range(rows[0], rows[-1] + 1, _STRIP):
+        bottom = min(top + _STRIP, rows[-1] + 1)
+        box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
+        image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
+        # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
+        small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+        size = (box[2] - box[0], box[3] - box[1])
+        mean_fg, mean_bg = (_floats(m.resize(size, Image.Resampling.BILINEAR, box=small_box)) for m in coarse_images)
+        fg = _fuse(image, alpha, mean_fg, mean_bg)
+        fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, margin))[top - box[1]:bottom - box[1]]
+        band = soft[top:bottom, left:right]
+        out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
     return Image.fromarray(out)
 
 

@@ -108,3 +108,15 @@ def test_refinement_leaves_a_hard_mask_alone():
     photo, truth = strands_over_an_edge()
     hard = Image.fromarray(np.where(truth > 127, 255, 0).astype(np.uint8))
     assert refine_mask(photo, hard, resolution=50) is hard
+
+
+def test_the_fine_pass_in_strips_gives_the_one_pass_answer(monkeypatch):
+    import service.matting
+
+    photo, truth = strands_over_an_edge(height=300)
+    photo = photo.rotate(90, expand=True)  # the strands now run across the strips
+    mask = Image.fromarray(truth).rotate(90, expand=True).filter(ImageFilter.GaussianBlur(3))
+    monkeypatch.setattr(service.matting, "_STRIP", 16)  # the band is some 100 rows high
+    in_strips = np.asarray(estimate_foreground(photo, mask))
+    monkeypatch.setattr(service.matting, "_STRIP", 10_000)
+    assert np.array_equal(in_strips, np.asarray(estimate_foreground(photo, mask)))
