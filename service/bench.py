@@ -118,8 +118,12 @@ def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int,
 
 
 def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
-    """Median time of a bare run with the engine's own options, after one warm-up run."""
-    return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1, env=dict(os.environ))[0]
+    """Median time of a bare run with the server's engine options and malloc settings, after
+    one warm-up run: what the model alone costs inside the server."""
+    from .server import MALLOC_DEFAULTS
+
+    return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1,
+                     env={**os.environ, **MALLOC_DEFAULTS})[0]
 
 
 def compare_reuse(models: list[str], repeats: int = 5) -> int:
