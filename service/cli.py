@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="rembg's model folder (default: $U2NET_HOME or ~/.u2net); missing files are made")
     bench.add_argument("--refine", action="store_true",
                        help="also run each model's load with refine=true, on a fresh server")
+    bench.add_argument("--stages", action="store_true",
+                       help="instead: where a request's time goes, step by step, in one process")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
 
@@ -203,12 +205,15 @@ def main(argv: list[str] | None = None) -> int:
                        args.rembg, args.rembg_home))
         return 0
     if args.command == "bench":
-        from .bench import ROOT, compare_reuse, main as bench
+        from .bench import ROOT, compare_reuse, main as bench, stages
 
         if args.compare_reuse:
             return compare_reuse(args.models)
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
-        return bench(args.models, photos if photos.is_dir() else None, args.requests, args.concurrency,
+        photos = photos if photos.is_dir() else None
+        if args.stages:
+            return stages(args.models, photos, args.threads)
+        return bench(args.models, photos, args.requests, args.concurrency,
                      args.threads, args.rembg, args.rembg_home, args.refine)
     return _fetch(args, settings) if args.command == "fetch" else _remove(args, settings)

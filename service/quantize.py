@@ -1,4 +1,5 @@
-"""Build ``isnet-general-tiny``: IS-Net with int8 Conv weights and float activations.
+"""Build ``isnet-general-tiny`` (IS-Net with int8 Conv weights and float activations) and
+``u2netp`` (rembg's u2netp with its Concats split, :func:`build_split_model`).
 
 The input is the fp16 IS-Net graph (fp16 weights, Cast nodes around the
 float32 graph input/outputs and around each Resize). The build:
@@ -165,7 +166,8 @@ def _channels(tensor: str, producers: dict, inits: dict) -> int | None:
 
 
 def _split_concat_convs(graph: onnx.GraphProto) -> int:
-    """Replace Conv(Concat(x1..xn)) by a sum of n Convs on slices of the int8 weight. Returns the count."""
+    """Replace Conv(Concat(x1..xn)) by a sum of n Convs on slices of its weight (int8 behind a
+    DequantizeLinear, or float). Returns the count."""
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}
@@ -181,16 +183,18 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
         conv = users[0]
         axis = [a.i for a in node.attribute if a.name == "axis"]
         group = [a.i for a in conv.attribute if a.name == "group"] or [1]
-        dequantize = producers.get(conv.input[1])
-        if axis not in ([1], [-3]) or group != [1] or dequantize is None \
-                or dequantize.op_type != "DequantizeLinear" or conv.input[0] != node.output[0]:
+        dequantize = producers.get(conv.input[1])  # None: a float weight, itself an initializer
+        if dequantize is not None and dequantize.op_type != "DequantizeLinear":
+            continue
+        weight_name = dequantize.input[0] if dequantize is not None else conv.input[1]
+        if axis not in ([1], [-3]) or group != [1] or weight_name not in inits or conv.input[0] != node.output[0]:
             continue
         channels = [_channels(i, producers, inits) for i in node.input]
-        if None in channels or sum(channels) != inits[dequantize.input[0]].dims[1]:
+        if None in channels or sum(channels) != inits[weight_name].dims[1]:
             continue
-        plans[node.output[0]] = (conv, dequantize, channels)
+        plans[node.output[0]] = (conv, dequantize, weight_name, channels)
 
-    replaced = {id(n) for conv, dq, _ in plans.values() for n in (conv, dq)}
+    replaced = {id(n) for conv, dq, _, _ in plans.values() for n in (conv, dq) if n is not None}
     nodes = []
     for node in graph.node:
         if id(node) in replaced:
@@ -198,18 +202,21 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
         if node.op_type != "Concat" or node.output[0] not in plans:
             nodes.append(node)
             continue
-        conv, dequantize, channels = plans[node.output[0]]
-        weight = numpy_helper.to_array(inits[dequantize.input[0]])
+        conv, dequantize, weight_name, channels = plans[node.output[0]]
+        weight = numpy_helper.to_array(inits[weight_name])
         attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         start, total = 0, None
         for k, (source, count) in enumerate(zip(node.input, channels)):
             part = f"{conv.output[0]}_part{k}"  # tensor names are unique; node names need not be
-            graph.initializer.append(numpy_helper.from_array(
-                np.ascontiguousarray(weight[:, start:start + count]), f"{part}_weight_int8"))
+            sliced = np.ascontiguousarray(weight[:, start:start + count])
             start += count
-            nodes.append(helper.make_node(
-                "DequantizeLinear", [f"{part}_weight_int8", *dequantize.input[1:]], [f"{part}_weight"],
-                name=f"{part}_weight_dequantize", axis=0))
+            if dequantize is None:
+                graph.initializer.append(numpy_helper.from_array(sliced, f"{part}_weight"))
+            else:
+                graph.initializer.append(numpy_helper.from_array(sliced, f"{part}_weight_int8"))
+                nodes.append(helper.make_node(
+                    "DequantizeLinear", [f"{part}_weight_int8", *dequantize.input[1:]], [f"{part}_weight"],
+                    name=f"{part}_weight_dequantize", axis=0))
             bias = [conv.input[2]] if k == 0 and len(conv.input) > 2 else []
             conv_out = f"{part}_output"
             nodes.append(helper.make_node("Conv", [source, f"{part}_weight", *bias], [conv_out],
@@ -261,6 +268,27 @@ def build_int8_model(source: Path, target: Path, outputs: list[str] | None) -> i
     model.producer_name = PRODUCER
     model.producer_version = "1"
     model.doc_string = "IS-Net general-use, Conv weights int8 per output channel (symmetric)."
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return count
+
+
+def build_split_model(source: Path, target: Path) -> int:
+    """Write ``source`` (a float graph like u2netp's) to ``target`` with only its first output
+    and each Conv(Concat) split into a sum of Convs; weights unchanged. Returns the split count.
+
+    On u2netp at 320², 2 threads: peak 201 → 177 MB and 0.40 → 0.35 s a run, outputs equal
+    to within 1.4·10⁻⁵ (README, "Memory and speed").
+    """
+    model = onnx.load(str(source))
+    graph = model.graph
+    _prune(graph, [graph.output[0].name])
+    count = _split_concat_convs(graph)
+    if count == 0:
+        raise ValueError(f"{source.name}: no Conv(Concat) to split")
+    model.producer_name = PRODUCER
+    model.producer_version = "1"
+    model.doc_string = f"{source.stem}, first output only, each Conv(Concat) split into a sum of Convs."
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
     return count

@@ -39,7 +39,7 @@ for source, target in zip(sys.argv[2::2], sys.argv[3::2]):
 def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None:
     """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME).
 
-    u2netp is our own verified file (rembg's, byte for byte). isnet-general-use is
+    u2netp is rembg's own file (our u2netp is built from it, weights unchanged). isnet-general-use is
     rebuilt in float32 from the fp16 IS-Net that isnet-general-tiny comes from, so
     both sides run the same weights; its bytes differ from rembg's release file,
     which is why rembg runs with MODEL_CHECKSUM_DISABLED.
@@ -50,7 +50,7 @@ def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None
 
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "u2netp.onnx").exists():
-        (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp"], model_dir, mirror).read_bytes())
+        (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp-rembg"], model_dir, mirror).read_bytes())
     if not (home / "isnet-general-use.onnx").exists():
         fp16 = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, mirror)
         build_float32_model(fp16, home / "isnet-general-use.onnx")

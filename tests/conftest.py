@@ -18,13 +18,14 @@ from .support import ROOT, SAMPLES, mirror, start_server
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A directory holding verified u2netp and isnet-general-tiny files."""
+    """A directory holding verified u2netp and isnet-general-tiny files (and rembg's u2netp,
+    which u2netp is built from and the fetch tests serve)."""
     from service.catalog import CATALOG
     from service.fetch import fetch_model
 
     directory = Path(os.environ.get("MODEL_DIR") or tmp_path_factory.mktemp("models"))
     source = mirror()
-    for name in ("u2netp", "isnet-general-tiny"):
+    for name in ("u2netp-rembg", "u2netp", "isnet-general-tiny"):
         fetch_model(CATALOG[name], directory, Path(source) if source else None, show_progress=False)
     return directory
 

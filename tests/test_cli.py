@@ -116,3 +116,15 @@ def test_remove_refine_changes_only_the_edge(run_cli, sample_photo, tmp_path):
     with Image.open(plain) as a, Image.open(refined) as b:
         changed = np.asarray(a.getchannel("A")) != np.asarray(b.getchannel("A"))
     assert changed.any() and changed.mean() < 0.25
+
+
+def test_bench_stages_prints_a_row_of_step_times(run_cli, sample_photo, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / sample_photo.name).write_bytes(sample_photo.read_bytes())
+    result = run_cli("bench", "--stages", "--models", "u2netp", "--photos", tmp_path / "photos")
+    assert result.returncode == 0, result.stderr
+    header, _, row = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    assert "session.run" in header and "foreground" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "u2netp" and len(cells) == len(header.strip("|").split("|"))
+    assert all(float(c) >= 0 for c in cells[1:])  # times only; their values are not asserted

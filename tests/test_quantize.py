@@ -38,7 +38,8 @@ def built_tiny(tmp_path_factory, model_dir) -> Path:
                        mirror=Path(source) if source else None, show_progress=False)
 
 
-def test_split_convolution_sums_equal_the_convolution_of_the_concatenation():
+@pytest.mark.parametrize("int8", [True, False], ids=["int8 weight", "float weight"])
+def test_split_convolution_sums_equal_the_convolution_of_the_concatenation(int8):
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -65,7 +66,8 @@ def test_split_convolution_sums_equal_the_convolution_of_the_concatenation():
     graph.input[0].name = "a0"
     graph.initializer.append(numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "wa"))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
-    _quantize_conv_weights(model.graph)
+    if int8:
+        _quantize_conv_weights(model.graph)
     inputs = {"a0": rng.normal(size=(1, 2, 6, 6)).astype(np.float32),
               "b": rng.normal(size=(1, 1, 6, 6)).astype(np.float32)}
 
@@ -108,3 +110,23 @@ def test_built_graph_has_int8_conv_weights_and_float_activations(built_tiny):
     assert all(t.data_type != TensorProto.FLOAT16 for t in graph.initializer)
     assert [o.name for o in graph.output] == ["output"]
     assert graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_u2netp_build_is_pinned_and_computes_what_rembgs_file_computes(model_dir, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    source = mirror()
+    built = fetch_model(CATALOG["u2netp"], tmp_path, mirror=Path(source) if source else None,
+                        show_progress=False)
+    assert verify(built, CATALOG["u2netp"].checksum)
+    graph = onnx.load(str(built)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    assert len(graph.output) == 1
+    assert not any(n.op_type == "Conv" and producers.get(n.input[0], n).op_type == "Concat" for n in graph.node)
+
+    x = np.random.default_rng(0).normal(size=(1, 3, 320, 320)).astype(np.float32)
+    original = model_dir / CATALOG["u2netp-rembg"].filename
+    before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input.1": x})[0]
+                     for p in (original, built))
+    assert np.abs(after - before).max() < 1e-4
