@@ -1,4 +1,4 @@
-"""Colours for semi-transparent pixels: the subject's own, not the old background's.
+"""Soft edges: the subject's own colours under them, and (opt-in) the mask fitted to the photo.
 
 Where the mask is between 0 and 1 (hair, fur, soft edges), a photo's pixel
 mixes the subject's colour F with the background's B: ``I = αF + (1 − α)B``.
@@ -8,7 +8,10 @@ recovers F with the two-pass blur-fusion estimate of Forte and Pitié,
 "Approximate Fast Foreground Colour Estimation" (ICIP 2021): local means of
 F and B weighted by α and 1 − α, then a correction that makes ``αF + (1 − α)B``
 give back the photo. It needs only box filters, so it is linear in the pixel
-count and its memory is a few float32 copies of the edge region only.
+count and its memory is a few float32 copies of a strip of the edge region.
+
+:func:`refine_mask` (``refine=true``) re-fits the mask's soft band to the photo
+with a guided filter before either of the above uses it.
 """
 from __future__ import annotations
 
@@ -158,7 +161,8 @@ def _guided_coefficients(guide: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _upsample(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(np.ascontiguousarray(a), mode="F").resize(size, Image.Resampling.BILINEAR))
+    """A float32 grid (H, W) scaled to ``size`` (width, height), bilinear."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR))
 
 
 def refine_mask(rgb: Image.Image, mask: Image.Image, resolution: int) -> Image.Image:

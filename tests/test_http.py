@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.catalog import CATALOG
 from service.evaluate import iou
+from service.fetch import verify
 
 from .support import SAMPLES, gradient, png_header_only, save, start_server
 
@@ -280,7 +282,9 @@ def test_server_fetches_a_missing_model_on_start(base_env, model_dir, tmp_path):
     server = start_server(env, tmp_path / "server.log")
     try:
         assert server.get("/api/bg/status").json()["model"] == "u2netp"
-        assert (tmp_path / "models" / "u2netp.onnx").is_file()
+        # built from rembg's file found in the mirror, which is not kept beside it
+        assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [CATALOG["u2netp"].filename]
+        assert verify(tmp_path / "models" / CATALOG["u2netp"].filename, CATALOG["u2netp"].checksum)
     finally:
         assert server.stop() == 0
 
