@@ -148,7 +148,8 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
 
 
 def stages(models: list[str], photos: Path | None, threads: int) -> int:
-    """Where a request's time goes, in process: median ms per step over the bench's images."""
+    """Where a request's time goes, in process: median ms per step over the bench's images, and the
+    median per request of the time outside the model (refinement, being opt-in, left out)."""
     from .catalog import CATALOG
     from .config import Settings
     from .engine import Engine
@@ -181,9 +182,13 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
             subject = timed("foreground", estimate_foreground, rgb, mask)
             timed("PNG", encode, cutout(subject, mask), "png")
         medians = {step: statistics.median(t) * 1000 for step, t in times.items()}
-        outside = sum(v for step, v in medians.items() if step not in ("session.run", "refine (opt-in)"))
-        rows.append((model, *(f"{medians[step]:.0f}" for step in steps), f"{outside:.0f}",
-                     f"{outside / medians['session.run']:.2f}"))
+        # per request, then the median: steps grow together with the image, so a sum of
+        # per-step medians would understate a typical request
+        outside = [sum(times[step][i] for step in steps if step not in ("session.run", "refine (opt-in)"))
+                   for i in range(len(payloads))]
+        ratios = [o / run for o, run in zip(outside, times["session.run"])]
+        rows.append((model, *(f"{medians[step]:.0f}" for step in steps),
+                     f"{statistics.median(outside) * 1000:.0f}", f"{statistics.median(ratios):.2f}"))
     _table(("model", *steps, "outside the model", "outside / run"), rows)
     return 0
 
