@@ -21,6 +21,7 @@ from .requestlog import note
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 pages = Blueprint("pages", __name__)
 
+
 def _settings() -> Settings:
     return current_app.extensions["bg_settings"]
 
@@ -60,8 +61,13 @@ def _upload() -> tuple[bytes, str]:
     return data, stem
 
 
+def _field(name: str) -> str | None:
+    """A request option, from the multipart form or else the query string."""
+    return request.form.get(name) or request.args.get(name)
+
+
 def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = (request.form.get(name) or request.args.get(name) or default).strip().lower()
+    value = (_field(name) or default).strip().lower()
     if value == "jpg":
         value = "jpeg"
     if value not in allowed:
@@ -94,7 +100,7 @@ def _decode_and_mask(data: bytes, refine: bool, deadline: float) -> tuple[Decode
 
 
 def _flag(name: str) -> bool:
-    value = request.form.get(name) or request.args.get(name) or "false"
+    value = _field(name) or "false"
     if value not in ("true", "false"):
         raise BadRequest(f"{name} must be true or false, got {value!r}")
     return value == "true"
@@ -117,7 +123,7 @@ def remove():
 def change_color():
     started, deadline = time.perf_counter(), _deadline()
     data, stem = _upload()
-    color = parse_color(request.form.get("color") or request.args.get("color"))
+    color = parse_color(_field("color"))
     fmt = _choice("format", ("jpeg", "png"), "jpeg")
     refine = _flag("refine")
     with _gate().admit(deadline):

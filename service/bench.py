@@ -111,12 +111,14 @@ print(statistics.median(times), peak_rss_mb())
 """
 
 
-def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int,
-              env: dict[str, str]) -> tuple[float, float]:
-    """``session.run`` alone on one preprocessed photo, in a child process: (median s, peak RSS MB)."""
+def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int) -> tuple[float, float]:
+    """``session.run`` alone on one preprocessed photo, in a child process with the server's
+    malloc settings: (median s, peak RSS MB)."""
+    from .server import MALLOC_DEFAULTS
+
     args = [model, str(threads), "on" if reuse else "off", str(repeats), str(warmup)]
-    out = subprocess.run([sys.executable, "-c", BARE_RUN_CODE, *args], cwd=ROOT, env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", BARE_RUN_CODE, *args], cwd=ROOT,
+                         env={**os.environ, **MALLOC_DEFAULTS}, check=True, capture_output=True, text=True)
     seconds, peak = map(float, out.stdout.split())
     return seconds, peak
 
@@ -124,26 +126,21 @@ def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int,
 def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
     """Median time of a bare run with the server's engine options and malloc settings, after
     one warm-up run: what the model alone costs inside the server."""
-    from .server import MALLOC_DEFAULTS
-
-    return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1,
-                     env={**os.environ, **MALLOC_DEFAULTS})[0]
+    return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1)[0]
 
 
 def compare_reuse(models: list[str], repeats: int = 5) -> int:
     """Bare runs with ONNX Runtime buffer reuse on and off, alternating processes; prints a table."""
-    from .server import MALLOC_DEFAULTS
-
-    env = {**os.environ, **MALLOC_DEFAULTS}
-    print("| model | reuse | median run s | peak RSS MB |\n|---|---|---|---|")
+    rows = []
     for model in models:
         results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
         for _ in range(3):  # alternate, so that the machine's noise falls on both alike
             for reuse in ("on", "off"):
-                results[reuse].append(bare_runs(model, 1, reuse == "on", repeats, warmup=0, env=env))
-        for reuse, rows in results.items():
-            print(f"| {model} | {reuse} | {statistics.median(r[0] for r in rows):.2f} "
-                  f"| {statistics.median(r[1] for r in rows):.0f} |")
+                results[reuse].append(bare_runs(model, 1, reuse == "on", repeats, warmup=0))
+        for reuse, runs in results.items():
+            rows.append((model, reuse, f"{statistics.median(r[0] for r in runs):.2f}",
+                         f"{statistics.median(r[1] for r in runs):.0f}"))
+    _table(("model", "reuse", "median run s", "peak RSS MB"), rows)
     return 0
 
 
@@ -153,7 +150,6 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
     from .catalog import CATALOG
     from .config import Settings
     from .engine import Engine
-    from .fetch import fetch_model
     from .imaging import cutout, decode_upload, encode, postprocess, preprocess
     from .matting import estimate_foreground, refine_mask
 
@@ -164,8 +160,7 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
     rows = []
     for model in models:
         spec = CATALOG[model]
-        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), threads,
-                        float_weights=settings.float_weights)
+        engine = Engine.fetched(spec, settings, threads)
         times: dict[str, list[float]] = {step: [] for step in steps}
 
         def timed(step, fn, *args):
@@ -267,7 +262,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int,
          rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False) -> int:
     from .config import Settings
-    from .versus import REMBG_MODEL, default_home, prepare_rembg_home, rembg_timing
+    from .versus import REMBG_MODEL, prepare_rembg_home, rembg_timing
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
@@ -276,8 +271,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
           f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
           f"{os.cpu_count()} CPUs", flush=True)
     if rembg:
-        rembg_home = rembg_home or default_home()
-        prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
+        rembg_home = prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
               "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
               "alone/bare")

@@ -126,7 +126,7 @@ def _batch_jobs(paths: list[Path], out_dir: Path, extension: str) -> list[tuple[
 def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
-    from .fetch import FetchError, Progress, fetch_model
+    from .fetch import FetchError, Progress
     from .imaging import decode_upload, parse_color
     from .matting import subject_image
 
@@ -150,8 +150,7 @@ def _remove(args, settings) -> int:
     try:
         color = parse_color(args.color) if args.color else None
         spec = CATALOG[args.model or settings.model]
-        engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror), settings.threads,
-                        float_weights=settings.float_weights)
+        engine = Engine.fetched(spec, settings, settings.threads)
         if args.out_dir is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
     except (ServiceError, FetchError, OSError) as exc:

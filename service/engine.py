@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .catalog import ModelSpec
+from .config import Settings
 from .errors import InferenceFailed, TimedOut
 from .imaging import Decoded, combine_alpha, postprocess, preprocess
 from .matting import refine_mask
@@ -55,6 +56,15 @@ class Engine:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = spec.output or self.session.get_outputs()[0].name
+
+    @classmethod
+    def fetched(cls, spec: ModelSpec, settings: Settings, threads: int, show_progress: bool = True) -> "Engine":
+        """The engine for ``spec`` outside the server (CLI, bench, eval): its file fetched or
+        verified in MODEL_DIR, the configured weights, ``threads`` threads."""
+        from .fetch import fetch_model
+
+        path = fetch_model(spec, settings.model_dir, settings.mirror, show_progress=show_progress)
+        return cls(spec, path, threads, float_weights=settings.float_weights)
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32.

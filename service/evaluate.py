@@ -127,12 +127,10 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Itera
     from .catalog import CATALOG
     from .config import Settings
     from .engine import Engine
-    from .fetch import fetch_model
     from .imaging import decode_upload
 
     settings = Settings.from_env()
-    spec = CATALOG[model]
-    engine = Engine(spec, fetch_model(spec, settings.model_dir, settings.mirror, show_progress=False), threads)
+    engine = Engine.fetched(CATALOG[model], settings, threads, show_progress=False)
     for row in rows:
         decoded = decode_upload(row.image.read_bytes(), settings.max_dimension, settings.max_pixels)
         yield decoded.rgb, engine.predict_alpha(decoded, refine)
@@ -142,11 +140,10 @@ def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path,
                  home: Path | None) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, mask) per row from rembg's ``remove(only_mask=True)`` with the same weights."""
     from .config import Settings
-    from .versus import default_home, prepare_rembg_home, rembg_masks
+    from .versus import prepare_rembg_home, rembg_masks
 
     settings = Settings.from_env()
-    home = home or default_home()
-    prepare_rembg_home(home, settings.model_dir, settings.mirror)
+    home = prepare_rembg_home(home, settings.model_dir, settings.mirror)
     with tempfile.TemporaryDirectory() as folder:
         paths = rembg_masks(venv, home, model, [row.image for row in rows], Path(folder), threads)
         for row, path in zip(rows, paths):

@@ -27,6 +27,7 @@ _ERROR_CODES = {
 _REFINE = {"type": "boolean", "default": False,
            "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
 
+
 def _json(description: str, schema: str | dict) -> dict:
     """A JSON response; ``schema`` is a component's name or an inline schema."""
     if isinstance(schema, str):

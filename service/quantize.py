@@ -175,7 +175,7 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    plans = {}  # Concat output name → (conv, dequantize, channels per input)
+    plans = {}  # Concat output name → (conv, its DequantizeLinear or None, weight name, channels per input)
     for node in graph.node:
         users = consumers.get(node.output[0], [])
         if node.op_type != "Concat" or len(node.input) < 2 or len(users) != 1 or users[0].op_type != "Conv":
@@ -236,6 +236,15 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
     return len(plans)
 
 
+def _save(model: onnx.ModelProto, target: Path, description: str) -> None:
+    """Stamp a built model as ours, check it and write it (the same bytes for the same input)."""
+    model.producer_name = PRODUCER
+    model.producer_version = "1"
+    model.doc_string = description
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+
+
 def build_float32_model(source: Path, target: Path) -> None:
     """Write ``source`` (an fp16 graph like IS-Net's) to ``target`` computing in float32 throughout.
 
@@ -265,11 +274,7 @@ def build_int8_model(source: Path, target: Path, outputs: list[str] | None) -> i
     _split_concat_convs(graph)
     if count == 0:
         raise ValueError(f"{source.name}: no Conv weights to quantise")
-    model.producer_name = PRODUCER
-    model.producer_version = "1"
-    model.doc_string = "IS-Net general-use, Conv weights int8 per output channel (symmetric)."
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
+    _save(model, target, "IS-Net general-use, Conv weights int8 per output channel (symmetric).")
     return count
 
 
@@ -286,9 +291,5 @@ def build_split_model(source: Path, target: Path) -> int:
     count = _split_concat_convs(graph)
     if count == 0:
         raise ValueError(f"{source.name}: no Conv(Concat) to split")
-    model.producer_name = PRODUCER
-    model.producer_version = "1"
-    model.doc_string = f"{source.stem}, first output only, each Conv(Concat) split into a sum of Convs."
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
+    _save(model, target, f"{source.stem}, first output only, each Conv(Concat) split into a sum of Convs.")
     return count

@@ -36,8 +36,9 @@ for source, target in zip(sys.argv[2::2], sys.argv[3::2]):
 """
 
 
-def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None:
-    """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME).
+def prepare_rembg_home(home: Path | None, model_dir: Path, mirror: Path | None) -> Path:
+    """Put the files rembg loads for REMBG_MODEL's sessions into ``home`` (its U2NET_HOME;
+    None: $U2NET_HOME or ~/.u2net, as rembg itself) and return that folder.
 
     u2netp is rembg's own file (our u2netp is built from it, weights unchanged). isnet-general-use is
     rebuilt in float32 from the fp16 IS-Net that isnet-general-tiny comes from, so
@@ -48,16 +49,14 @@ def prepare_rembg_home(home: Path, model_dir: Path, mirror: Path | None) -> None
     from .fetch import fetch_model
     from .quantize import build_float32_model
 
+    home = home or Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "u2netp.onnx").exists():
         (home / "u2netp.onnx").write_bytes(fetch_model(CATALOG["u2netp-rembg"], model_dir, mirror).read_bytes())
     if not (home / "isnet-general-use.onnx").exists():
         fp16 = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, mirror)
         build_float32_model(fp16, home / "isnet-general-use.onnx")
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+    return home
 
 
 def _run(venv: Path, home: Path, code: str, args: list[str], threads: int, cwd: str) -> str:
