@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .imaging import compose_on_color, cutout
+from .memory import heap_buffers
 
 # The first pass spreads colours far into the band (radius 90 px), the second restores
 # detail (6 px). The first is smooth, so it runs at a quarter of the resolution.
@@ -103,30 +104,31 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
     if rows.size == 0:
         return rgb
-    small = (max(1, rgb.width // _COARSE), max(1, rgb.height // _COARSE))
-    small_image = _floats(rgb.resize(small, Image.Resampling.BOX))
-    coarse = _means(small_image, _floats(mask.resize(small, Image.Resampling.BOX)), small_image, small_image,
-                    max(1, _RADII[0] // _COARSE))
-
-    coarse_images = [_to_rgb(m) for m in coarse]
-    scale_x, scale_y = small[0] / rgb.width, small[1] / rgb.height
-    margin = _RADII[1]
-    left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, a.shape[1])
     out = np.array(rgb)
-    # The fine pass goes down the band in strips, each with the window's reach above and
-    # below it: the same answer as one pass over the whole box, in a fraction of the memory.
-    for top in range(rows[0], rows[-1] + 1, _STRIP):
-        bottom = min(top + _STRIP, rows[-1] + 1)
-        box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
-        image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
-        # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
-        small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-        size = (box[2] - box[0], box[3] - box[1])
-        mean_fg, mean_bg = (_floats(m.resize(size, Image.Resampling.BILINEAR, box=small_box)) for m in coarse_images)
-        fg = _fuse(image, alpha, mean_fg, mean_bg)
-        fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, margin))[top - box[1]:bottom - box[1]]
-        band = soft[top:bottom, left:right]
-        out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
+    with heap_buffers():  # the fine pass makes dozens of temporaries per strip
+        small = (max(1, rgb.width // _COARSE), max(1, rgb.height // _COARSE))
+        small_image = _floats(rgb.resize(small, Image.Resampling.BOX))
+        coarse = _means(small_image, _floats(mask.resize(small, Image.Resampling.BOX)), small_image, small_image,
+                        max(1, _RADII[0] // _COARSE))
+
+        coarse_images = [_to_rgb(m) for m in coarse]
+        scale_x, scale_y = small[0] / rgb.width, small[1] / rgb.height
+        margin = _RADII[1]
+        left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, a.shape[1])
+        # The fine pass goes down the band in strips, each with the window's reach above and
+        # below it: the same answer as one pass over the whole box, in a fraction of the memory.
+        for top in range(rows[0], rows[-1] + 1, _STRIP):
+            bottom = min(top + _STRIP, rows[-1] + 1)
+            box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
+            image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
+            # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
+            small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+            size = (box[2] - box[0], box[3] - box[1])
+            mean_fg, mean_bg = (_floats(m.resize(size, Image.Resampling.BILINEAR, box=small_box)) for m in coarse_images)
+            fg = _fuse(image, alpha, mean_fg, mean_bg)
+            fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, margin))[top - box[1]:bottom - box[1]]
+            band = soft[top:bottom, left:right]
+            out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
     return Image.fromarray(out)
 
 
@@ -180,17 +182,18 @@ def refine_mask(rgb: Image.Image, mask: Image.Image, resolution: int) -> Image.I
     soft = _soft(m)
     if not soft.any():
         return mask
-    w, h = rgb.size
-    cell = max(2, round(_CELL * max(w, h) / resolution))
-    grid = (max(1, -(-w // cell)), max(1, -(-h // cell)))
-    a, b = _guided_coefficients(_floats(rgb.resize(grid, Image.Resampling.BOX)),
-                                _floats(mask.resize(grid, Image.Resampling.BOX))[..., 0])
-    soft = Image.fromarray(soft.astype(np.uint8))
-    near_soft = box_mean(_floats(soft.resize(grid, Image.Resampling.BOX)), 1)[..., 0] > 0
-    band = np.asarray(Image.fromarray(near_soft).resize((w, h), Image.Resampling.NEAREST))
+    with heap_buffers():  # a dozen full-size float32 temporaries
+        w, h = rgb.size
+        cell = max(2, round(_CELL * max(w, h) / resolution))
+        grid = (max(1, -(-w // cell)), max(1, -(-h // cell)))
+        a, b = _guided_coefficients(_floats(rgb.resize(grid, Image.Resampling.BOX)),
+                                    _floats(mask.resize(grid, Image.Resampling.BOX))[..., 0])
+        soft = Image.fromarray(soft.astype(np.uint8))
+        near_soft = box_mean(_floats(soft.resize(grid, Image.Resampling.BOX)), 1)[..., 0] > 0
+        band = np.asarray(Image.fromarray(near_soft).resize((w, h), Image.Resampling.NEAREST))
 
-    q = _upsample(b, (w, h)) * 255
-    for channel in range(3):
-        q += _upsample(a[..., channel], (w, h)) * np.asarray(rgb.getchannel(channel), dtype=np.float32)
-    refined = np.where(band, np.clip(q + 0.5, 0, 255), m).astype(np.uint8)
+        q = _upsample(b, (w, h)) * 255
+        for channel in range(3):
+            q += _upsample(a[..., channel], (w, h)) * np.asarray(rgb.getchannel(channel), dtype=np.float32)
+        refined = np.where(band, np.clip(q + 0.5, 0, 255), m).astype(np.uint8)
     return Image.fromarray(refined)

@@ -1,10 +1,13 @@
-"""What the process holds, and giving freed heap back to the system."""
+"""What the process holds, and how its buffers come from and go back to the system."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
+import os
 import resource
+from contextlib import contextmanager
+from typing import Iterator
 
 import psutil
 
@@ -30,16 +33,49 @@ def _libc():
 
 
 _LIBC = _libc()
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+# glibc's largest mmap threshold on 64-bit: buffers up to this size can come from the heap.
+_HEAP_BUFFERS = 32 * 1024 * 1024
 
 
-def release_memory() -> bool:
-    """Collect garbage and return free heap pages to the OS (glibc ``malloc_trim``).
+def trim_heap() -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim``).
 
-    Returns True when ``malloc_trim`` ran (glibc), False elsewhere (musl, macOS).
+    Returns True when it ran (glibc), False elsewhere (musl, macOS).
     """
-    gc.collect()
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is None:
         return False
     trim(0)
     return True
+
+
+def release_memory() -> bool:
+    """Collect garbage, then :func:`trim_heap`."""
+    gc.collect()
+    return trim_heap()
+
+
+@contextmanager
+def heap_buffers() -> Iterator[None]:
+    """Within: buffers up to 32 MiB come from malloc's heap, where freed ones are reused;
+    on the way out the heap's free pages go back to the system.
+
+    For steps that make many short-lived numpy temporaries. The server starts with a
+    fixed ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB (service/server.py), which gives every
+    larger buffer a mapping of its own, unmapped when freed: that keeps a model run's
+    peak at what is live, but each new buffer costs a page fault per 4 KiB it touches.
+    Does nothing in a process started without a fixed threshold: there glibc's own
+    sliding threshold already keeps such buffers on the heap, and could not be restored.
+    """
+    mallopt = getattr(_LIBC, "mallopt", None)
+    start = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
+    if mallopt is None or not start.isdigit():
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, _HEAP_BUFFERS)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, int(start))
+        trim_heap()
