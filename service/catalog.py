@@ -66,10 +66,10 @@ _ROWS = (
         name="isnet-general-tiny",
         filename="isnet-general-tiny.onnx",
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
-        checksum="sha256:267c9c8ccfa7e911291b208510fd19fae0b4a49cc28395e741ae0b0bc6f59887",
-        size=44291762,
+        checksum="sha256:8875704d1dc48efe68c1ba212924270fecf376570e8f9ef677a8248189a5a50a",
+        size=46132280,
         sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
-        description="IS-Net general-use, Conv weights int8 per channel, float activations (default)",
+        description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), float activations (default)",
     ),
     ModelSpec(
         name="u2netp",

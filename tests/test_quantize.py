@@ -8,7 +8,7 @@ import pytest
 
 from service.catalog import CATALOG
 from service.fetch import fetch_model, verify
-from service.quantize import quantize_per_channel
+from service.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
 
 from .support import mirror
 
@@ -96,16 +96,23 @@ def test_built_graph_has_int8_conv_weights_and_float_activations(built_tiny):
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
+    areas = output_areas(model)
     convs = [n for n in graph.node if n.op_type == "Conv"]
     # IS-Net's 114 Convs on the kept output, 50 of which read a Concat and became
     # one Conv per concatenated input (164 in all)
     assert len(convs) == 164
+    float_weights = 0
     for conv in convs:
         assert conv.input[0] not in producers or producers[conv.input[0]].op_type != "Concat"
+        if areas[conv.output[0]] >= FLOAT_WEIGHT_AREA:  # the finest stages keep float32 weights
+            assert inits[conv.input[1]].data_type == TensorProto.FLOAT
+            float_weights += int(np.prod(inits[conv.input[1]].dims))
+            continue
         dequantize = producers[conv.input[1]]
         assert dequantize.op_type == "DequantizeLinear"
         assert inits[dequantize.input[0]].data_type == TensorProto.INT8
         assert [a.i for a in dequantize.attribute if a.name == "axis"] == [0]
+    assert 0 < float_weights < 1_000_000  # of IS-Net's 44 M
     assert not any(n.op_type == "Cast" for n in graph.node)
     assert all(t.data_type != TensorProto.FLOAT16 for t in graph.initializer)
     assert [o.name for o in graph.output] == ["output"]
