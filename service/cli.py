@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where the contact sheet goes")
     evaluate.add_argument("--limit", type=int, help="only the first N rows")
     evaluate.add_argument("--threads", type=int, default=1)
-    evaluate.add_argument("--refine", action="store_true", help="score the refined masks (refine=true)")
+    evaluate.add_argument("--refine", action="store_true",
+                          help="score the refined masks (refine=true); with --rembg, rembg's alpha_matting=True")
     evaluate.add_argument("--rembg", type=Path, metavar="VENV",
                           help="score rembg instead: its session with the same weights, run by VENV's Python")
     evaluate.add_argument("--rembg-home", type=Path, metavar="DIR",
@@ -196,9 +197,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if not (args.dir / "manifest.csv").is_file():
             print(f"error: {args.dir} has no manifest.csv", file=sys.stderr)
-            return 2
-        if args.rembg and args.refine:
-            print("error: --refine is ours; rembg's masks are scored as rembg makes them", file=sys.stderr)
             return 2
         print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads, args.refine,
                        args.rembg, args.rembg_home))

@@ -16,7 +16,7 @@ Metrics, per image, then averaged:
 With ``--refine`` the masks are the refined ones (``refine=true``); with
 ``--rembg VENV`` they are rembg's, from its session with the same weights, run
 by that venv's Python (:mod:`service.versus`), so both tables are comparable row
-for row. The images are for evaluation only: this command reads them, never copies them.
+for row; both together score rembg's own refinement (``alpha_matting=True``). The images are for evaluation only: this command reads them, never copies them.
 """
 from __future__ import annotations
 
@@ -136,16 +136,16 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Itera
         yield decoded.rgb, engine.predict_alpha(decoded, refine)
 
 
-def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path,
-                 home: Path | None) -> Iterator[tuple[Image.Image, Image.Image]]:
-    """(photo, mask) per row from rembg's ``remove(only_mask=True)`` with the same weights."""
+def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Path | None,
+                 alpha_matting: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(photo, mask) per row from rembg's ``remove()`` with the same weights (:func:`rembg_masks`)."""
     from .config import Settings
     from .versus import prepare_rembg_home, rembg_masks
 
     settings = Settings.from_env()
     home = prepare_rembg_home(home, settings.model_dir, settings.mirror)
     with tempfile.TemporaryDirectory() as folder:
-        paths = rembg_masks(venv, home, model, [row.image for row in rows], Path(folder), threads)
+        paths = rembg_masks(venv, home, model, [row.image for row in rows], Path(folder), threads, alpha_matting)
         for row, path in zip(rows, paths):
             with Image.open(row.image) as photo, Image.open(path) as mask:
                 yield photo.convert("RGB"), mask.convert("L")
@@ -162,8 +162,8 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     else:
         from .versus import REMBG_MODEL
 
-        variant = f"rembg-{REMBG_MODEL[model]}"
-        masks = _rembg_masks(rows, model, threads, rembg, rembg_home)
+        variant = f"rembg-{REMBG_MODEL[model]}" + ("-alpha-matting" if refine else "")
+        masks = _rembg_masks(rows, model, threads, rembg, rembg_home, refine)
     results: list[tuple[Row, dict[str, float]]] = []
     tiles, tile = [], 160
     for row, (photo, alpha) in zip(rows, masks):

@@ -29,10 +29,15 @@ _MASK_CODE = """
 import sys
 from PIL import Image
 from rembg import new_session, remove
-session = new_session(sys.argv[1])
-for source, target in zip(sys.argv[2::2], sys.argv[3::2]):
+session, matting = new_session(sys.argv[1]), sys.argv[2] == "alpha-matting"
+for source, target in zip(sys.argv[3::2], sys.argv[4::2]):
     with Image.open(source) as image:
-        remove(image.convert("RGB"), session=session, only_mask=True).save(target)
+        image = image.convert("RGB")
+        if matting:
+            mask = remove(image, session=session, alpha_matting=True).getchannel("A")
+        else:
+            mask = remove(image, session=session, only_mask=True)
+        mask.save(target)
 """
 
 
@@ -80,9 +85,15 @@ def rembg_timing(venv: Path, home: Path, model: str, payloads, threads: int) -> 
     return seconds, peak
 
 
-def rembg_masks(venv: Path, home: Path, model: str, images: list[Path], folder: Path, threads: int) -> list[Path]:
-    """rembg's mask (``only_mask=True``) for each image, written into ``folder``; their paths, in order."""
+def rembg_masks(venv: Path, home: Path, model: str, images: list[Path], folder: Path, threads: int,
+                alpha_matting: bool = False) -> list[Path]:
+    """rembg's mask (``only_mask=True``) for each image, written into ``folder``; their paths, in order.
+
+    With ``alpha_matting`` the mask is instead the alpha of rembg's ``alpha_matting=True`` cut-out
+    (its own edge refinement: pymatting's closed-form matting on a trimap from the mask).
+    """
     targets = [folder / f"{i}.png" for i in range(len(images))]
     pairs = [str(p.resolve()) for pair in zip(images, targets) for p in pair]
-    _run(venv, home, _MASK_CODE, [REMBG_MODEL[model], *pairs], threads, str(folder))
+    mode = "alpha-matting" if alpha_matting else "mask"
+    _run(venv, home, _MASK_CODE, [REMBG_MODEL[model], mode, *pairs], threads, str(folder))
     return targets

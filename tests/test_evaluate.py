@@ -116,11 +116,6 @@ def test_eval_command_scores_refined_masks_on_request(run_cli, bench_dir, tmp_pa
     assert (tmp_path / "out" / "contact-sheet-u2netp-refined.png").is_file()
 
 
-def test_eval_refuses_refine_for_rembg(run_cli, bench_dir, tmp_path):
-    result = run_cli("eval", bench_dir, "--rembg", tmp_path, "--refine")
-    assert result.returncode == 2 and "--refine" in result.stderr
-
-
 @pytest.mark.skipif(not os.environ.get("REMBG_VENV"), reason="set REMBG_VENV to a venv with rembg 2.0.86")
 def test_eval_scores_rembg_from_its_own_venv(run_cli, bench_dir, tmp_path):
     result = run_cli("eval", bench_dir, "--model", "u2netp", "--rembg", os.environ["REMBG_VENV"],
@@ -128,6 +123,13 @@ def test_eval_scores_rembg_from_its_own_venv(run_cli, bench_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("model rembg-u2netp,")
     assert float(samples_row(result.stdout)[2]) > 0.999  # rembg scored against its own masks
+
+    result = run_cli("eval", bench_dir, "--model", "u2netp", "--rembg", os.environ["REMBG_VENV"], "--refine",
+                     "--rembg-home", tmp_path / "u2net", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("model rembg-u2netp-alpha-matting,")
+    assert float(samples_row(result.stdout)[3]) > 0  # MAE: alpha matting moved the masks
+    assert (tmp_path / "out" / "contact-sheet-rembg-u2netp-alpha-matting.png").is_file()
 
 
 def test_eval_command_needs_a_manifest(run_cli, tmp_path):
