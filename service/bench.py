@@ -14,7 +14,8 @@ service: it is only run from the venv given.
 
 ``--stages`` instead times each step of a request in one process (decode,
 preprocess, session.run, postprocess, refinement, foreground estimate, PNG),
-to show where the time outside the model goes.
+to show where the time outside the model goes; the process runs with the
+server's malloc settings, which change what the numpy steps cost.
 """
 from __future__ import annotations
 
@@ -156,7 +157,10 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
     payloads = load_payloads(photos)
     settings = Settings.from_env()
     steps = ("decode", "preprocess", "session.run", "postprocess", "refine (opt-in)", "foreground", "PNG")
-    print(f"{len(payloads)} images, {threads} thread(s), in one process; median ms per step")
+    from .server import MALLOC_DEFAULTS
+
+    malloc = " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in MALLOC_DEFAULTS)
+    print(f"{len(payloads)} images, {threads} thread(s), in one process, {malloc}; median ms per step")
     rows = []
     for model in models:
         spec = CATALOG[model]

@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
         photos = photos if photos.is_dir() else None
         if args.stages:
+            from .server import apply_malloc_defaults
+
+            apply_malloc_defaults()  # time the steps under the server's malloc settings
             return stages(args.models, photos, args.threads)
         return bench(args.models, photos, args.requests, args.concurrency,
                      args.threads, args.rembg, args.rembg_home, args.refine)
