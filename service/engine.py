@@ -32,8 +32,8 @@ class Engine:
     ``float_weights`` trades memory for speed on a model with int8 weights
     (isnet-general-tiny): ONNX Runtime folds each DequantizeLinear into a float32
     constant at load, so the Convs get prepacked weights and its blocked (NCHWc)
-    kernels. Measured on IS-Net at 1024², 2 threads: 3.4–3.7 s → 2.5 s a run,
-    peak 316 → 446 MB (README, "Memory and speed"). No effect on float models.
+    kernels. Measured on IS-Net at 1024², 2 threads: 2.6–2.8 s → 2.2 s a run,
+    peak 335 → 463 MB (README, "Memory and speed"). No effect on float models.
     """
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, mem_reuse: bool = False,

@@ -30,7 +30,9 @@ log = logging.getLogger("service")
 # Those mmap'd buffers cost a page fault per 4 KiB each time they are touched (about
 # 400,000 per IS-Net run); glibc's hugetlb tunable asks for transparent huge pages
 # on them (madvise), where the kernel allows it: 1.28 M → 0.32 M faults over a
-# bare-run benchmark, a run 3.8 → 3.5 s, the same peak.
+# bare-run benchmark, a run 3.8 → 3.5 s, the same peak. The numpy steps around the
+# run, which make many short-lived temporaries, switch to the heap for their span
+# (service/memory.py, heap_buffers).
 MALLOC_DEFAULTS = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": "65536",
