@@ -67,6 +67,8 @@ def heap_buffers() -> Iterator[None]:
     peak at what is live, but each new buffer costs a page fault per 4 KiB it touches.
     Does nothing in a process started without a fixed threshold: there glibc's own
     sliding threshold already keeps such buffers on the heap, and could not be restored.
+    The threshold is process-wide, and this is not reentrant: it suits a process that
+    works on one image at a time, as the server does (service/gate.py).
     """
     mallopt = getattr(_LIBC, "mallopt", None)
     start = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
