@@ -126,8 +126,9 @@ def _prune(graph: onnx.GraphProto, outputs: list[str]) -> None:
 def output_areas(model: onnx.ModelProto) -> dict[str, int]:
     """Height × width of each 4-D tensor the graph computes, where ONNX shape inference finds it.
 
-    Inferred on a shell of the graph whose weights are inputs of the same shapes, so that
-    the weights' data is not copied (IS-Net's would be 88 MB more at the build's peak).
+    Inferred on a shell of the graph whose weights are inputs of the same shapes, so that the
+    weights' data is not copied: on IS-Net the build's process then peaks at 219 MB at this
+    step, against 554 MB (over the ceiling) for inference on the whole model.
     """
     graph = model.graph
     weights = [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in graph.initializer]
