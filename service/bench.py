@@ -153,12 +153,11 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
     from .engine import Engine
     from .imaging import cutout, decode_upload, encode, postprocess, preprocess
     from .matting import estimate_foreground, refine_mask
+    from .server import MALLOC_DEFAULTS
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
     steps = ("decode", "preprocess", "session.run", "postprocess", "refine (opt-in)", "foreground", "PNG")
-    from .server import MALLOC_DEFAULTS
-
     malloc = " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in MALLOC_DEFAULTS)
     print(f"{len(payloads)} images, {threads} thread(s), in one process, {malloc}; median ms per step")
     rows = []

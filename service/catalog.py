@@ -69,7 +69,8 @@ _ROWS = (
         checksum="sha256:8875704d1dc48efe68c1ba212924270fecf376570e8f9ef677a8248189a5a50a",
         size=46132280,
         sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
-        description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), float activations (default)",
+        description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
+                    "float activations (default)",
     ),
     ModelSpec(
         name="u2netp",

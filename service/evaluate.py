@@ -16,7 +16,8 @@ Metrics, per image, then averaged:
 With ``--refine`` the masks are the refined ones (``refine=true``); with
 ``--rembg VENV`` they are rembg's, from its session with the same weights, run
 by that venv's Python (:mod:`service.versus`), so both tables are comparable row
-for row; both together score rembg's own refinement (``alpha_matting=True``). The images are for evaluation only: this command reads them, never copies them.
+for row; both together score rembg's own refinement (``alpha_matting=True``).
+The images are for evaluation only: this command reads them, never copies them.
 """
 from __future__ import annotations
 

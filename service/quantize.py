@@ -14,7 +14,7 @@ float32 graph input/outputs and around each Resize). The build:
    per weight, and a float32 constant lets ONNX Runtime prepack it and use
    its blocked (NCHWc) kernels, which it can't do behind a DequantizeLinear.
    On IS-Net that is 18 of 114 Convs and 0.62 M of 44 M weights: a bare 1024²
-   run 3.2 → 2.9 s at 2 threads, for 4 MB more peak (README, "Memory and speed");
+   run 3.1–3.4 → 2.5–3.0 s at 2 threads, for 5 MB more peak (README, "Memory and speed");
 4. turns the remaining float16 initializers (biases, those weights) into float32;
 5. rewrites each ``Conv(Concat(a, b, …))`` as ``Conv_a(a) + Conv_b(b) + …``, the
    int8 weight split along its input channels: the same sums, but the
