@@ -4,11 +4,9 @@
 build the app itself: gunicorn's worker imports it and builds it there, so the
 model is loaded once, in the process that serves.
 """
-from service import create_app
-
 if __name__ == "__main__":
     from service.server import serve
 
-    serve("app_isnet_tiny:app")
+    serve("service.wsgi:app")
 else:
-    app = create_app()
+    from service.wsgi import app  # noqa: F401

@@ -74,7 +74,7 @@ def create_app(config: Mapping[str, str] | None = None):
                     float_weights=settings.float_weights)
     app.extensions["bg_settings"] = settings
     app.extensions["bg_engine"] = engine
-    app.extensions["bg_gate"] = AdmissionGate(1, settings.max_queue)
+    app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting)
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from PIL import Image
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
@@ -106,15 +107,25 @@ def _flag(name: str) -> bool:
     return value == "true"
 
 
+def _admit(deadline: float):
+    """Enter the admission gate with this request's declared body size, before the body is read
+    (503 at once when the waiting uploads or the expected wait are over their limits)."""
+    size = request.content_length or 0
+    if size > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()  # answered (after draining the body) by the error handler
+    return _gate().admit(size, deadline)
+
+
 @bp.post("/remove")
 def remove():
     started, deadline = time.perf_counter(), _deadline()
-    data, stem = _upload()
-    fmt = _choice("format", ("png", "webp"), "png")
-    only_mask, refine = _flag("only_mask"), _flag("refine")
-    with _gate().admit(deadline):
-        decoded, mask = _decode_and_mask(data, refine, deadline)
-        body = encode(mask if only_mask else subject_image(decoded.rgb, mask), fmt)
+    with _admit(deadline) as turn:
+        data, stem = _upload()
+        fmt = _choice("format", ("png", "webp"), "png")
+        only_mask, refine = _flag("only_mask"), _flag("refine")
+        with turn():
+            decoded, mask = _decode_and_mask(data, refine, deadline)
+            body = encode(mask if only_mask else subject_image(decoded.rgb, mask), fmt)
     prefix = "mask" if only_mask else "nobg"
     return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
 
@@ -122,13 +133,14 @@ def remove():
 @bp.post("/change_color")
 def change_color():
     started, deadline = time.perf_counter(), _deadline()
-    data, stem = _upload()
-    color = parse_color(_field("color"))
-    fmt = _choice("format", ("jpeg", "png"), "jpeg")
-    refine = _flag("refine")
-    with _gate().admit(deadline):
-        decoded, mask = _decode_and_mask(data, refine, deadline)
-        body = encode(subject_image(decoded.rgb, mask, color), fmt)
+    with _admit(deadline) as turn:
+        data, stem = _upload()
+        color = parse_color(_field("color"))
+        fmt = _choice("format", ("jpeg", "png"), "jpeg")
+        refine = _flag("refine")
+        with turn():
+            decoded, mask = _decode_and_mask(data, refine, deadline)
+            body = encode(subject_image(decoded.rgb, mask, color), fmt)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
 
@@ -148,7 +160,9 @@ def status():
         threads=_engine().threads,
         float_weights=_engine().float_weights,
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
-        queue={"admitted": _gate().admitted, "max_queue": settings.max_queue},
+        queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
+               "max_waiting_mb": settings.max_waiting // 2**20,
+               "expected_wait_s": round(_gate().expected_wait(), 1)},
         max_file_size_mb=settings.max_file_size_mb,
         max_dimension=settings.max_dimension,
         allowed_extensions=list(ALLOWED_EXTENSIONS),

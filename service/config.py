@@ -57,11 +57,11 @@ class Settings:
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
-    max_queue: int = 2                          # requests waiting behind the running one
+    max_waiting: int = 64 * 1024 * 1024         # bytes of uploads waiting behind the running one
     request_timeout: float = 60.0               # seconds from arrival to the end of the model run
     host: str = "0.0.0.0"
     port: int = 5000
-    web_threads: int = 4
+    web_threads: int = 16                       # requests read and held at once (running, waiting, status)
     api_key: str | None = field(default=None, repr=False)  # when set, POSTs under /api/bg need X-API-Key
     cors_origins: tuple[str, ...] = ()          # origins allowed to call the API from a browser; "*" = any
 
@@ -88,11 +88,11 @@ class Settings:
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
-            max_queue=_int(env, "MAX_QUEUE", 2, 0, 1000),
+            max_waiting=_int(env, "MAX_WAITING_MB", 64, 0, 4096) * 1024 * 1024,
             request_timeout=float(_int(env, "REQUEST_TIMEOUT_S", 60, 1, 3600)),
             host=env.get("HOST") or "0.0.0.0",
             port=_int(env, "PORT", 5000, 1, 65535),
-            web_threads=_int(env, "WEB_THREADS", 4, 1, 64),
+            web_threads=_int(env, "WEB_THREADS", 16, 1, 256),
             api_key=env.get("API_KEY") or None,
             cors_origins=tuple(o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,25 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return response
 
 
+# An oversized body up to this size is read and dropped before the 413 goes out: a client
+# still sending when the server closes gets a broken pipe instead of the answer (Python's
+# urllib, browsers' fetch). A larger one is answered at once and the connection closed.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def drain_body() -> None:
+    """Read and drop what is left of this request's declared body, up to DRAIN_LIMIT bytes."""
+    length = request.content_length
+    if not length or length > DRAIN_LIMIT:
+        return
+    stream = request.environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 1 << 16))
+        if not chunk:
+            break
+        length -= len(chunk)
+
+
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
@@ -91,7 +110,10 @@ def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):
-        return error_response(413, FileTooLarge.code, f"upload is larger than {max_file_size_mb} MB")
+        drain_body()
+        response = error_response(413, FileTooLarge.code, f"upload is larger than {max_file_size_mb} MB")
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

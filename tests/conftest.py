@@ -1,8 +1,9 @@
-"""Shared fixtures: real models, a Flask app and client, a CLI runner, live servers.
+"""Shared fixtures: real models, real photos, a Flask app and client, a CLI runner, live servers.
 
 Models are fetched once per session into ``$MODEL_DIR`` (CI sets it to a
 cache) or a session temp dir, from ``$BG_MODEL_MIRROR`` or ``../shared/models``
-when that exists, else from the catalog's own sources.
+when that exists, else from the catalog's own sources. Photos are fetched the
+same way (:mod:`service.tools.photos`), so the suite needs nothing beside the clone.
 """
 from __future__ import annotations
 
@@ -13,19 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT, SAMPLES, mirror, start_server
+from PIL import Image
+
+from .support import ROOT, mirror, start_server
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A directory holding verified u2netp and isnet-general-tiny files (and rembg's u2netp,
-    which u2netp is built from and the fetch tests serve)."""
+    """A directory holding verified u2netp, isnet-general-tiny and isnet-general-int8 files, and
+    the files they are built from (rembg's u2netp, the fp16 IS-Net), which tests rebuild from."""
     from service.catalog import CATALOG
     from service.fetch import fetch_model
 
     directory = Path(os.environ.get("MODEL_DIR") or tmp_path_factory.mktemp("models"))
     source = mirror()
-    for name in ("u2netp-rembg", "u2netp", "isnet-general-tiny"):
+    for name in ("u2netp-rembg", "u2netp", "isnet-general-use-fp16", "isnet-general-tiny", "isnet-general-int8"):
         fetch_model(CATALOG[name], directory, Path(source) if source else None, show_progress=False)
     return directory
 
@@ -79,6 +82,38 @@ def default_server(base_env, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def sample_photo() -> Path:
-    return SAMPLES / "images" / "girl-1.jpg"
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """The sample photos (:data:`service.tools.photos.PHOTOS`) by name, verified."""
+    from service.tools.photos import fetch_photos
+
+    return {path.stem: path for path in fetch_photos()}
+
+
+@pytest.fixture(scope="session")
+def sample_photo(photos, tmp_path_factory) -> Path:
+    """A person, as a JPEG such as a phone or camera uploads (the astronaut photo)."""
+    path = tmp_path_factory.mktemp("photo") / "astronaut.jpg"
+    with Image.open(photos["astronaut"]) as image:
+        image.convert("RGB").save(path, "JPEG", quality=92)
+    return path
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if any process the tests started outlived them (after fixture teardown)."""
+    import psutil
+
+    left = psutil.Process().children(recursive=True)
+    if not left:
+        return
+    names = []
+    for process in left:
+        try:
+            names.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    session.config.get_terminal_writer().line(
+        "processes left behind by the tests (now killed):\n  " + "\n  ".join(names), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

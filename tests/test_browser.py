@@ -60,7 +60,7 @@ def test_page_removes_a_background_and_shows_model_time_and_memory(page, sample_
     wait_for_result(page)
     assert page.evaluate(TRANSPARENT_SHARE) > 0.2
     assert page.text_content("#time").endswith(" ms")
-    assert page.get_attribute("#download", "download") == "nobg_girl-1.png"
+    assert page.get_attribute("#download", "download") == "nobg_astronaut.png"
     assert page.is_visible("#download")
     shot = tmp_path / "page-after-upload.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -75,7 +75,7 @@ def test_page_puts_the_subject_on_a_chosen_colour(page, sample_photo):
     page.click("#submit")
     wait_for_result(page)
     assert page.evaluate(TRANSPARENT_SHARE) == 0
-    assert page.get_attribute("#download", "download") == "bg_girl-1.png"
+    assert page.get_attribute("#download", "download") == "bg_astronaut.png"
 
 
 def test_page_shows_the_servers_error_message(page, tmp_path):
@@ -101,3 +101,13 @@ def test_page_refines_the_edges_when_ticked(page, sample_photo):
     wait_for_result(page)
     refined = page.evaluate(alpha_sum)
     assert refined != plain and abs(refined - plain) / plain < 0.1
+
+
+def test_an_oversized_upload_answers_413_json_to_fetch(page):
+    answer = page.evaluate("""async () => {
+      const form = new FormData();
+      form.append('file', new Blob([new Uint8Array(9 * 1024 * 1024)]), 'big.jpg');
+      const response = await fetch('/api/bg/remove', {method: 'POST', body: form});
+      return {status: response.status, body: await response.json()};
+    }""")
+    assert answer["status"] == 413 and answer["body"]["code"] == "file_too_large"

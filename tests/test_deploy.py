@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from service.server import MALLOC_DEFAULTS
 
@@ -36,9 +42,40 @@ def test_railway_builds_the_dockerfile_and_checks_health():
     assert config["deploy"]["restartPolicyType"] == "ON_FAILURE"
 
 
-def test_runtime_requirements_are_pinned():
-    lines = [l.strip() for l in (ROOT / "requirements-isnet-tiny.txt").read_text().splitlines()
-             if l.strip() and not l.startswith("#")]
-    names = {re.split(r"==", l)[0].lower() for l in lines}
-    assert all("==" in l for l in lines)
-    assert {"flask", "onnxruntime", "pillow", "numpy", "psutil", "requests", "gunicorn"} <= names
+def requirement_names(filename: str) -> set[str]:
+    lines = [l.strip() for l in (ROOT / filename).read_text().splitlines()
+             if l.strip() and not l.startswith(("#", "-r"))]
+    assert all("==" in l for l in lines), lines  # pinned
+    return {l.split("==")[0].lower() for l in lines}
+
+
+def test_the_runtime_requirements_are_what_the_server_imports_and_no_more():
+    assert requirement_names("requirements-isnet-tiny.txt") == {"flask", "gunicorn", "onnxruntime", "pillow", "numpy"}
+    assert requirement_names("requirements-tools.txt") == {"onnx", "requests", "psutil"}
+    runtime = DOCKERFILE.rsplit("FROM ", 1)[1]
+    assert "requirements-tools.txt" in DOCKERFILE.rsplit("FROM ", 1)[0] and "requirements-tools" not in runtime
+
+
+def test_the_server_imports_no_tooling(base_env):
+    code = ("import sys, service.wsgi; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('onnx', 'requests', 'psutil') or m.startswith('service.tools')); print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base_env, "BG_REMOVAL_MODEL": "u2netp"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.network
+def test_pip_install_gives_a_bg_removal_command_with_its_data(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".models", ".git", "__pycache__", "eval-out"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(tmp_path / "wheel")],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next((tmp_path / "wheel").glob("*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    result = subprocess.run([str(site / "bin" / "bg-removal"), "--version"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(site)}, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("bg-removal "), result.stderr
+    assert (site / "service" / "templates" / "index.html").is_file()
+    assert (site / "service" / "tools" / "calibration" / "isnet-general-use.json").is_file()

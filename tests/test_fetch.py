@@ -11,6 +11,7 @@ import pytest
 
 from service.catalog import CATALOG, DEFAULT_MODEL, Build, Url
 from service.fetch import FetchError, fetch_model, verify
+from service.tools.quantize import CALIBRATION
 
 from .support import free_port
 
@@ -50,9 +51,12 @@ def test_every_catalog_row_is_complete():
         assert spec.input_size in (320, 1024) and len(spec.mean) == len(spec.std) == 3
         for source in spec.sources:
             if isinstance(source, Build):
-                assert source.base in CATALOG and source.recipe in ("int8", "split")
+                assert source.base in CATALOG and source.recipe in ("int8", "split", "float32", "static-int8")
+                assert (source.recipe == "static-int8") == (source.table is not None), spec.name
+                if source.table:
+                    assert (CALIBRATION / source.table).is_file(), source.table
     # The models CI runs are pinned by sha256, not by a publisher's md5.
-    for name in ("u2netp", "u2netp-rembg", "isnet-general-tiny"):
+    for name in ("u2netp", "u2netp-rembg", "isnet-general-tiny", "isnet-general-int8", "isnet-general-fp32"):
         assert CATALOG[name].checksum.startswith("sha256:"), name
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from service.catalog import CATALOG
 from service.engine import Engine
-from service.evaluate import iou
+from service.tools.evaluate import iou
 from service.imaging import decode_upload
 
 from .support import SAMPLES

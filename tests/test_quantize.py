@@ -8,9 +8,8 @@ import pytest
 
 from service.catalog import CATALOG
 from service.fetch import fetch_model, verify
-from service.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
+from service.tools.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
 
-from .support import mirror
 
 
 def test_per_channel_quantisation_is_symmetric_with_known_scales():
@@ -30,12 +29,19 @@ def test_quantisation_error_is_within_half_a_step():
     assert np.all(error <= scale[:, None, None, None] / 2 + 1e-7)
 
 
+def build_afresh(name: str, model_dir: Path, folder: Path) -> Path:
+    """Catalog model ``name`` built in ``folder`` from its base in ``model_dir`` (a mirror that
+    holds the base alone, so that the build runs rather than a copy of the built file)."""
+    base = CATALOG[CATALOG[name].sources[0].base]
+    (folder / "base").mkdir()
+    (folder / "base" / base.filename).symlink_to(model_dir / base.filename)
+    return fetch_model(CATALOG[name], folder / "built", mirror=folder / "base", show_progress=False)
+
+
 @pytest.fixture(scope="module")
 def built_tiny(tmp_path_factory, model_dir) -> Path:
-    """isnet-general-tiny built afresh from the fp16 IS-Net in the model cache or mirror."""
-    source = mirror()
-    return fetch_model(CATALOG["isnet-general-tiny"], tmp_path_factory.mktemp("build"),
-                       mirror=Path(source) if source else None, show_progress=False)
+    """isnet-general-tiny built afresh from the fp16 IS-Net."""
+    return build_afresh("isnet-general-tiny", model_dir, tmp_path_factory.mktemp("build"))
 
 
 @pytest.mark.parametrize("int8", [True, False], ids=["int8 weight", "float weight"])
@@ -44,7 +50,7 @@ def test_split_convolution_sums_equal_the_convolution_of_the_concatenation(int8)
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from service.quantize import _quantize_conv_weights, _split_concat_convs
+    from service.tools.quantize import _quantize_conv_weights, _split_concat_convs
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(4, 5, 3, 3)).astype(np.float32)
@@ -123,9 +129,7 @@ def test_u2netp_build_is_pinned_and_computes_what_rembgs_file_computes(model_dir
     import onnx
     import onnxruntime as ort
 
-    source = mirror()
-    built = fetch_model(CATALOG["u2netp"], tmp_path, mirror=Path(source) if source else None,
-                        show_progress=False)
+    built = build_afresh("u2netp", model_dir, tmp_path)
     assert verify(built, CATALOG["u2netp"].checksum)
     graph = onnx.load(str(built)).graph
     producers = {o: n for n in graph.node for o in n.output}
@@ -137,3 +141,45 @@ def test_u2netp_build_is_pinned_and_computes_what_rembgs_file_computes(model_dir
     before, after = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input.1": x})[0]
                      for p in (original, built))
     assert np.abs(after - before).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def built_int8(tmp_path_factory, model_dir) -> Path:
+    """isnet-general-int8 built afresh from the fp16 IS-Net and the committed calibration table;
+    fetch_model verifies it against the catalog's pinned sha256, so the build is reproducible."""
+    return build_afresh("isnet-general-int8", model_dir, tmp_path_factory.mktemp("build-int8"))
+
+
+def test_static_int8_build_is_pinned_and_quantises_all_but_the_tail(built_int8):
+    import onnx
+    from onnx import TensorProto
+
+    assert verify(built_int8, CATALOG["isnet-general-int8"].checksum)
+    graph = onnx.load(str(built_int8)).graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 114
+    for conv in convs[:-1]:  # integer arithmetic: 8-bit input, int8 weights per output channel
+        activation, weight = producers[conv.input[0]], producers[conv.input[1]]
+        assert activation.op_type == "DequantizeLinear" and weight.op_type == "DequantizeLinear"
+        assert inits[weight.input[0]].data_type == TensorProto.INT8
+        assert inits[activation.input[2]].data_type == TensorProto.UINT8
+        assert len(inits[weight.input[1]].dims) == 1  # one scale per output channel
+    # the float-kept nodes: the last Conv (the logit), the final Resize and the Sigmoid
+    last = convs[-1]
+    assert last.input[1] in inits and inits[last.input[1]].data_type == TensorProto.FLOAT
+    resize = producers[producers["output"].input[0]]
+    assert producers["output"].op_type == "Sigmoid" and resize.op_type == "Resize"
+    assert producers[resize.input[0]] is last
+
+
+def test_static_int8_build_refuses_a_table_of_another_graph(model_dir, tmp_path):
+    from service.tools.quantize import build_static_int8_model
+
+    table = tmp_path / "table.json"
+    table.write_text('{"ranges": {"no_such_tensor": [0.0, 1.0]}}')
+    with pytest.raises(ValueError, match="no_such_tensor"):
+        build_static_int8_model(model_dir / CATALOG["isnet-general-use-fp16"].filename, tmp_path / "out.onnx",
+                                ["output"], table)
+    assert not (tmp_path / "out.onnx").exists()

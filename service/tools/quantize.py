@@ -30,6 +30,7 @@ bytes, so its sha256 can be pinned in the catalog. This module imports
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Container
 from pathlib import Path
 
@@ -38,6 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
+CALIBRATION = Path(__file__).parent / "calibration"  # committed calibration tables
 PRODUCER = "bg-removal-appliance int8-conv-weights"
 # Convs whose output has at least this many pixels keep float weights (step 3).
 FLOAT_WEIGHT_AREA = 256 * 256
@@ -123,8 +125,8 @@ def _prune(graph: onnx.GraphProto, outputs: list[str]) -> None:
     graph.initializer.extend(inits)
 
 
-def output_areas(model: onnx.ModelProto) -> dict[str, int]:
-    """Height × width of each 4-D tensor the graph computes, where ONNX shape inference finds it.
+def inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Type and shape of each tensor the graph computes, where ONNX shape inference finds them.
 
     Inferred on a shell of the graph whose weights are inputs of the same shapes, so that the
     weights' data is not copied: on IS-Net the build's process then peaks at 219 MB at this
@@ -134,8 +136,13 @@ def output_areas(model: onnx.ModelProto) -> dict[str, int]:
     weights = [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in graph.initializer]
     shell = helper.make_model(helper.make_graph(graph.node, "shapes", [*graph.input, *weights], graph.output),
                               opset_imports=model.opset_import)
+    return list(shape_inference.infer_shapes(shell, data_prop=True).graph.value_info)
+
+
+def output_areas(model: onnx.ModelProto) -> dict[str, int]:
+    """Height × width of each 4-D tensor the graph computes, where shape inference finds it."""
     areas = {}
-    for info in shape_inference.infer_shapes(shell, data_prop=True).graph.value_info:
+    for info in inferred_value_info(model):
         dims = [d.dim_value for d in info.type.tensor_type.shape.dim]
         if len(dims) == 4 and all(dims):
             areas[info.name] = dims[2] * dims[3]
@@ -284,6 +291,72 @@ def build_float32_model(source: Path, target: Path) -> None:
     _to_float32(model.graph)
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
+
+
+def float32_graph(source: Path, outputs: list[str] | None) -> onnx.ModelProto:
+    """``source`` (an fp16 graph like IS-Net's) computing in float32, with only ``outputs``
+    (None: the first): the graph that is calibrated and quantised to static int8."""
+    model = onnx.load(str(source))
+    _drop_float_casts(model.graph)
+    _prune(model.graph, outputs or [model.graph.output[0].name])
+    _to_float32(model.graph)
+    return model
+
+
+def build_float32_graph(source: Path, target: Path, outputs: list[str] | None) -> None:
+    """Write :func:`float32_graph` of ``source`` to ``target`` (the isnet-general-fp32 reference)."""
+    _save(float32_graph(source, outputs), target, "IS-Net general-use in float32, its mask output only.")
+
+
+def float_kept_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes the static int8 build leaves in float: the last Conv (its output is the logit,
+    whose range, about −2500 to +20, leaves no resolution near 0 where the mask's edge is
+    decided), and everything after it (the final Resize and the Sigmoid)."""
+    nodes = list(model.graph.node)
+    last_conv = max(i for i, node in enumerate(nodes) if node.op_type == "Conv")
+    return [node.name for node in nodes[last_conv:] if node.op_type not in ("Constant", "Shape", "Slice", "Concat")]
+
+
+def build_static_int8_model(source: Path, target: Path, outputs: list[str] | None, table: Path) -> int:
+    """Write the static int8 model built from ``source`` and the calibration ``table`` to ``target``.
+
+    int8 weights (symmetric, per output channel) and uint8 activations (asymmetric, per tensor,
+    ranges from ``table``: :mod:`service.tools.calibrate`), in QDQ form, which ONNX Runtime
+    runs with integer kernels; :func:`float_kept_nodes` stay float. Returns how many nodes
+    were left in float. Raises ValueError when the table does not belong to this graph.
+    """
+    import json
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    model = float32_graph(source, outputs)
+    ranges = json.loads(table.read_text())["ranges"]
+    tensors = {o for node in model.graph.node for o in node.output} | {i.name for i in model.graph.input}
+    unknown = sorted(set(ranges) - tensors)
+    if unknown:
+        raise ValueError(f"{table.name} names tensors this graph does not have: {unknown[:3]}")
+    data = TensorsData(CalibrationMethod.MinMax,
+                       {name: (np.float32(low), np.float32(high)) for name, (low, high) in ranges.items()})
+    kept = float_kept_nodes(model)
+    with tempfile.TemporaryDirectory(prefix="bg-int8-") as work:
+        cache, built = Path(work) / "ranges.json", Path(work) / "model.onnx"
+        save_tensors_data(data, cache)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process is for graphs without shapes; ours has them
+        try:
+            quantize_static(model, built, None, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=kept, calibration_cache_path=cache)
+        finally:
+            root.setLevel(level)
+        del model
+        _save(onnx.load(str(built)), target,
+              "IS-Net general-use, static int8: int8 weights per output channel, uint8 activations "
+              f"calibrated on {table.name}; the last Conv, Resize and Sigmoid in float32.")
+    return len(kept)
 
 
 def build_int8_model(source: Path, target: Path, outputs: list[str] | None) -> int:

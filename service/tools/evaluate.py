@@ -22,6 +22,7 @@ The images are for evaluation only: this command reads them, never copies them.
 from __future__ import annotations
 
 import csv
+import itertools
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -125,10 +126,10 @@ def _mean(values: list[float], digits: int = 4) -> str:
 
 def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, alpha) per row, through the same code path as the HTTP API."""
-    from .catalog import CATALOG
-    from .config import Settings
-    from .engine import Engine
-    from .imaging import decode_upload
+    from ..catalog import CATALOG
+    from ..config import Settings
+    from ..engine import Engine
+    from ..imaging import decode_upload
 
     settings = Settings.from_env()
     engine = Engine.fetched(CATALOG[model], settings, threads, show_progress=False)
@@ -140,7 +141,7 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Itera
 def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Path | None,
                  alpha_matting: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, mask) per row from rembg's ``remove()`` with the same weights (:func:`rembg_masks`)."""
-    from .config import Settings
+    from ..config import Settings
     from .versus import prepare_rembg_home, rembg_masks
 
     settings = Settings.from_env()
@@ -152,10 +153,22 @@ def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Pa
                 yield photo.convert("RGB"), mask.convert("L")
 
 
+def flipped(pred: np.ndarray, reference: np.ndarray) -> float:
+    """Share of pixels on the other side of 128 in ``pred`` than in ``reference`` (uint8 masks)."""
+    return float(((pred >= 128) != (reference >= 128)).mean())
+
+
 def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1,
-             refine: bool = False, rembg: Path | None = None, rembg_home: Path | None = None) -> str:
+             refine: bool = False, rembg: Path | None = None, rembg_home: Path | None = None,
+             reference: str | None = None) -> str:
     """Score ``model`` (or, with ``rembg``, rembg's session with the same weights, run from that
-    venv) on the benchmark in ``root``; write a contact sheet to ``out``; return the table."""
+    venv) on the benchmark in ``root``; write a contact sheet to ``out``; return the table.
+
+    With ``reference`` (a catalog model, e.g. isnet-general-fp32) the masks are also held against
+    that model's: mean and lowest IoU, the share of pixels that fall on the other side, and the
+    photos where over 1% do; the contact sheet then starts with the photos that differ most and
+    shows the reference's mask in a fifth column.
+    """
     rows = read_manifest(root)[:limit]
     if rembg is None:
         variant = f"{model}-refined" if refine else model
@@ -165,9 +178,11 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
 
         variant = f"rembg-{REMBG_MODEL[model]}" + ("-alpha-matting" if refine else "")
         masks = _rembg_masks(rows, model, threads, rembg, rembg_home, refine)
+    references = _our_masks(rows, reference, threads, False) if reference else itertools.repeat(None)
     results: list[tuple[Row, dict[str, float]]] = []
+    agreement: list[tuple[float, float, str]] = []  # (flipped share, IoU, photo) against the reference
     tiles, tile = [], 160
-    for row, (photo, alpha) in zip(rows, masks):
+    for row, (photo, alpha), ref in zip(rows, masks, references):
         with Image.open(row.mask) as gt_image:
             truth = np.asarray(gt_image.convert("L"))
         mask = alpha.resize((truth.shape[1], truth.shape[0]), Image.Resampling.LANCZOS)
@@ -176,9 +191,16 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
         error = Image.fromarray(np.abs(pred.astype(np.int16) - truth.astype(np.int16)).astype(np.uint8))
         tiles.append([_sheet_tile(photo, tile), _sheet_tile(Image.fromarray(truth), tile),
                       _sheet_tile(mask, tile), _sheet_tile(error, tile)])
+        if ref is not None:
+            ref_mask = np.asarray(ref[1].resize(mask.size, Image.Resampling.LANCZOS))
+            agreement.append((flipped(pred, ref_mask), iou(pred, ref_mask), f"{row.source}/{row.id}"))
+            tiles[-1].append(_sheet_tile(Image.fromarray(ref_mask), tile))
+    if agreement:  # the photos that differ most first
+        order = sorted(range(len(tiles)), key=lambda i: -agreement[i][0])
+        tiles = [tiles[i] for i in order]
 
     out.mkdir(parents=True, exist_ok=True)
-    sheet = Image.new("RGB", (4 * tile, max(1, len(tiles)) * tile))
+    sheet = Image.new("RGB", (len(tiles[0]) * tile if tiles else 4 * tile, max(1, len(tiles)) * tile))
     for y, row_tiles in enumerate(tiles):
         for x, t in enumerate(row_tiles):
             sheet.paste(t, (x * tile, y * tile))
@@ -198,4 +220,13 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
         lines.append(f"| {name} | {len(scores)} | {_mean([s['iou'] for s in scores])} "
                      f"| {_mean([s['mae'] for s in scores])} | {_mean([s['max_f'] for s in scores])} "
                      f"| {_mean([s['band_mae'] for s in band])} | {_mean([s['grad'] for s in band], 2)} |")
+    if agreement:
+        over = sorted((a for a in agreement if a[0] > 0.01), reverse=True)
+        lines += ["", f"against {reference} on all {len(agreement)} images (the contact sheet starts with the "
+                      "photos that differ most; its fifth column is the reference's mask):",
+                  "| mean IoU | lowest IoU | mean flipped | most flipped | photos over 1% flipped |",
+                  "|---|---|---|---|---|",
+                  f"| {_mean([a[1] for a in agreement])} | {min(a[1] for a in agreement):.4f} "
+                  f"| {statistics.fmean(a[0] for a in agreement):.3%} | {max(a[0] for a in agreement):.2%} "
+                  f"| {', '.join(f'{name} ({share:.1%})' for share, _, name in over) or 'none'} |"]
     return "\n".join(lines)

@@ -35,8 +35,26 @@ import psutil
 import requests
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
+
+
+# The integer-instruction classes ONNX Runtime has int8 kernels for, best first: (cpuinfo flag, name).
+INTEGER_CLASSES = (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2"))
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """"<model name>, <integer class>" of this machine's CPU, from /proc/cpuinfo (or ``cpuinfo``)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    kind = next((name for flag, name in INTEGER_CLASSES if flag in flags), "no AVX2")
+    return f"{fields.get('model name', 'unknown CPU')}, {kind}"
 
 
 def synthetic_payloads() -> list[tuple[str, bytes]]:
@@ -115,7 +133,7 @@ print(statistics.median(times), peak_rss_mb())
 def bare_runs(model: str, threads: int, reuse: bool, repeats: int, warmup: int) -> tuple[float, float]:
     """``session.run`` alone on one preprocessed photo, in a child process with the server's
     malloc settings: (median s, peak RSS MB)."""
-    from .server import MALLOC_DEFAULTS
+    from ..server import MALLOC_DEFAULTS
 
     args = [model, str(threads), "on" if reuse else "off", str(repeats), str(warmup)]
     out = subprocess.run([sys.executable, "-c", BARE_RUN_CODE, *args], cwd=ROOT,
@@ -148,18 +166,19 @@ def compare_reuse(models: list[str], repeats: int = 5) -> int:
 def stages(models: list[str], photos: Path | None, threads: int) -> int:
     """Where a request's time goes, in process: median ms per step over the bench's images, and the
     median per request of the time outside the model (refinement, being opt-in, left out)."""
-    from .catalog import CATALOG
-    from .config import Settings
-    from .engine import Engine
-    from .imaging import cutout, decode_upload, encode, postprocess, preprocess
-    from .matting import estimate_foreground, refine_mask
-    from .server import MALLOC_DEFAULTS
+    from ..catalog import CATALOG
+    from ..config import Settings
+    from ..engine import Engine
+    from ..imaging import cutout, decode_upload, encode, postprocess, preprocess
+    from ..matting import estimate_foreground, refine_mask
+    from ..server import MALLOC_DEFAULTS
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
     steps = ("decode", "preprocess", "session.run", "postprocess", "refine (opt-in)", "foreground", "PNG")
     malloc = " ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in MALLOC_DEFAULTS)
-    print(f"{len(payloads)} images, {threads} thread(s), in one process, {malloc}; median ms per step")
+    print(f"{len(payloads)} images, {threads} thread(s), in one process, {malloc}; {cpu_description()}; "
+          "median ms per step")
     rows = []
     for model in models:
         spec = CATALOG[model]
@@ -191,24 +210,36 @@ def stages(models: list[str], photos: Path | None, threads: int) -> int:
     return 0
 
 
+START_TIMEOUT = 120  # seconds for a server to become healthy
+
+
 def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path,
-                refine: bool = False) -> dict:
+                refine: bool = False, memory_limit: int | None = None) -> dict:
+    """One server's run of the load; with ``memory_limit`` (MiB) the server runs in a memory
+    cgroup of that size, as a container host runs it, and its OOM kills are counted."""
+    from .cgroup import MemoryCgroup
+
+    cgroup = MemoryCgroup(memory_limit) if memory_limit else None
     port = _free_port()
     env = dict(os.environ, BG_REMOVAL_MODEL=model, PORT=str(port), HOST="127.0.0.1",
-               BG_REMOVAL_THREADS=str(threads), MAX_QUEUE=str(max(2, concurrency)))
+               BG_REMOVAL_THREADS=str(threads))
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=cgroup.enter if cgroup else None)
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{model}: server exited; see {log}")
+                raise RuntimeError(f"{model}: the server exited at start ({_oom_note(cgroup)}); see {log}")
+            if time.perf_counter() - started > START_TIMEOUT:
+                raise RuntimeError(f"{model}: the server was not healthy after {START_TIMEOUT} s "
+                                   f"({_oom_note(cgroup)}); see {log}")
             try:
                 if requests.get(url + "/api/bg/health", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.05)
         cold_start = time.perf_counter() - started
@@ -221,10 +252,13 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
         def send(i: int) -> None:
             name, data = payloads[i % len(payloads)]
             t = time.perf_counter()
-            r = requests.post(url + "/api/bg/remove", files={"file": (name, data)},
-                              data={"refine": "true"} if refine else {}, timeout=600)
+            try:
+                status = requests.post(url + "/api/bg/remove", files={"file": (name, data)},
+                                       data={"refine": "true"} if refine else {}, timeout=600).status_code
+            except requests.ConnectionError:  # the server is gone (killed for memory, in a cgroup)
+                status = 0
             times.append(time.perf_counter() - t)
-            statuses.append(r.status_code)
+            statuses.append(status)
 
         sequential = total - total // 3
         rss_20 = None
@@ -236,12 +270,17 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
             list(pool.map(send, range(sequential, total)))
         rss_end = sampler.current()
         sampler.stop()
+        if process.poll() is not None:
+            raise RuntimeError(f"{model}: the server died under the load ({_oom_note(cgroup)}); see {log}")
         status = requests.get(url + "/api/bg/status", timeout=5).json()
         cleared = requests.post(url + "/api/bg/clear_cache", timeout=30).json()
         rss_cleared = TreeSampler(process.pid).current()
     finally:
         process.terminate()
         process.wait(30)
+        if cgroup:
+            oom_kills, cgroup_peak = cgroup.oom_kills(), cgroup.peak_mb()
+            cgroup.remove()
     ok = [t for t, s in zip(times, statuses) if s == 200]
     # Requests sent one at a time never wait for a turn: their times are the service's own.
     alone = [t for t, s in zip(times[:sequential], statuses[:sequential]) if s == 200]
@@ -252,7 +291,12 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
         "ok": len(ok), "total": total, "busy": statuses.count(503),
         "p50": statistics.median(ok), "p95": float(np.percentile(ok, 95)), "p50_alone": statistics.median(alone),
         "freed": cleared["freed_mb"],
+        **({"oom_kills": oom_kills, "cgroup_peak": cgroup_peak} if cgroup else {}),
     }
+
+
+def _oom_note(cgroup) -> str:
+    return f"{cgroup.oom_kills()} OOM kill(s) in its {cgroup.limit_mb} MB cgroup" if cgroup else "no cgroup"
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -263,34 +307,46 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int,
-         rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False) -> int:
-    from .config import Settings
+         rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False,
+         memory_limit: int | None = None) -> int:
+    from ..config import Settings
+    from .cgroup import CgroupUnavailable, MemoryCgroup
     from .versus import REMBG_MODEL, prepare_rembg_home, rembg_timing
+
+    if memory_limit:
+        try:
+            MemoryCgroup(memory_limit).remove()
+        except CgroupUnavailable as exc:
+            print(f"--memory-limit: {exc}; nothing measured", file=sys.stderr)
+            return 1
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
     weights = "float32" if settings.float_weights else "int8"
     print(f"load: {total} requests cycling {len(payloads)} images, the last {total // 3} "
           f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
-          f"{os.cpu_count()} CPUs", flush=True)
+          f"{os.cpu_count()} CPUs: {cpu_description()}", flush=True)
     if rembg:
         rembg_home = prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
               "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
-              "alone/bare")
+              "alone/bare") + ((f"OOM kills ({memory_limit} MB cgroup)", "cgroup peak MB") if memory_limit else ())
     rows, versus = [], []
     for model in models:
-        r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"))
+        r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"),
+                        memory_limit=memory_limit)
         bare = bare_run_seconds(model, threads)
         runs = [(model, r)]
         if refine:  # the same load again with refine=true, on a fresh server
             runs.append((f"{model} refine", bench_model(model, payloads, total, concurrency, threads,
-                                                          Path(f"/tmp/bench-{model}-refine.log"), refine=True)))
+                                                          Path(f"/tmp/bench-{model}-refine.log"), refine=True,
+                                                          memory_limit=memory_limit)))
         for label, run in runs:
             rows.append((label, f"{run['cold_start_s']:.2f}", f"{run['rss_start']:.0f}", f"{run['rss_20']:.0f}",
                          f"{run['rss_end']:.0f}", f"{run['rss_cleared']:.0f}", f"{run['peak_tree']:.0f}",
                          f"{run['peak_worker']:.0f}", f"{run['ok']}/{run['total']}", f"{run['p50_alone']:.2f}",
-                         f"{run['p50']:.2f}", f"{run['p95']:.2f}", f"{bare:.2f}", f"{run['p50_alone'] / bare:.2f}"))
+                         f"{run['p50']:.2f}", f"{run['p95']:.2f}", f"{bare:.2f}", f"{run['p50_alone'] / bare:.2f}")
+                        + ((str(run["oom_kills"]), f"{run['cgroup_peak'] or 0:.0f}") if memory_limit else ()))
         if rembg:
             seconds, peak = rembg_timing(rembg, rembg_home, model, payloads, threads)
             versus.append((model, REMBG_MODEL[model], f"{r['p50_alone']:.2f}", f"{seconds:.2f}",

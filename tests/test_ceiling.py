@@ -1,0 +1,85 @@
+"""The 512 MB ceiling as a host enforces it: the server, started as the Dockerfile starts it, in
+a 512 MB memory cgroup, under a burst of large photos mixed with hostile inputs."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.tools.bench import synthetic_payloads
+from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+
+from .support import ROOT, png_header_only, start_server
+
+LIMIT_MB = 512
+NOBODY = 65534
+
+
+def dockerfile_environment() -> dict[str, str]:
+    """The ENV of the Dockerfile's runtime stage (but PATH, which names the image's venv)."""
+    runtime = (ROOT / "Dockerfile.isnet-tiny").read_text().rsplit("FROM ", 1)[1]
+    block = re.search(r"^ENV ((?:.*\\\n)*.*)$", runtime, re.M).group(1)
+    return {k: v for k, v in re.findall(r"(\w+)=(\S+)", block) if k != "PATH"}
+
+
+@pytest.fixture
+def cgroup():
+    try:
+        group = MemoryCgroup(LIMIT_MB)
+    except CgroupUnavailable as exc:
+        pytest.skip(str(exc))
+    yield group
+    group.remove()
+
+
+def drop_root() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def nobody_can_run_python(env: dict[str, str]) -> bool:
+    """Whether this Python and the project can be run as an unprivileged user here (a Python
+    under root's home, as pyenv puts it, cannot)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        return subprocess.run([sys.executable, "-c", "import service.wsgi"], cwd=ROOT, env=env, preexec_fn=drop_root,
+                              capture_output=True, timeout=120).returncode == 0
+    except PermissionError:
+        return False
+
+
+def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, model_dir, cgroup, tmp_path):
+    env = {**{k: v for k, v in base_env.items() if not k.startswith(("MALLOC_", "GLIBC_"))},
+           **dockerfile_environment(), "MODEL_DIR": str(model_dir)}
+    assert env["BG_REMOVAL_MODEL"] == "isnet-general-tiny"
+    unprivileged = nobody_can_run_python(env)  # as the image's non-root user, where the machine allows
+
+    def contain():
+        cgroup.enter()
+        if unprivileged:
+            drop_root()
+
+    server = start_server(env, tmp_path / "server.log", preexec_fn=contain)
+    try:
+        name, photo = synthetic_payloads()[0]  # 4000×3000
+        hostile = [("bomb.png", png_header_only(65000, 65000)), ("junk.jpg", os.urandom(200_000)),
+                   ("cut.jpg", photo[: len(photo) // 3]), ("huge.jpg", b"\xff" * (9 * 2**20))]
+        uploads = [(name, photo)] * 12 + hostile * 2
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(lambda u: server.post("/api/bg/remove", files={"file": u}), uploads))
+        statuses = [r.status_code for r in responses]
+        assert all(s < 300 or 400 <= s < 500 or s == 503 for s in statuses), statuses
+        assert statuses[:12].count(200) >= 1, statuses
+        assert all(400 <= s < 500 for s in statuses[12:]), statuses
+        assert cgroup.oom_kills() == 0
+        assert server.process.poll() is None and server.get("/api/bg/health").status_code == 200
+        print(f"\ncgroup peak {cgroup.peak_mb():.0f} MB of {LIMIT_MB}, {'as nobody' if unprivileged else 'as root'}; "
+              f"statuses {statuses}")
+    finally:
+        server.stop()
