@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
-from .engine import Engine
+from .engine import Engine, integer_class
 from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
 from .imaging import Decoded, decode_upload, encode, parse_color
@@ -159,6 +159,7 @@ def status():
         version=__version__,
         threads=_engine().threads,
         float_weights=_engine().float_weights,
+        cpu={"integer_class": integer_class(), "exact_int8_mode": _engine().exact_int8},
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,

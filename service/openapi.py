@@ -94,6 +94,8 @@ def openapi_document(settings: Settings) -> dict:
                                "status": {"const": "ready"}, "model": {"type": "string"},
                                "version": {"type": "string"}, "threads": {"type": "integer"},
                                "float_weights": {"type": "boolean"},
+                               "cpu": {"type": "object", "properties": {"integer_class": {"type": "string"},
+                                                                        "exact_int8_mode": {"type": "boolean"}}},
                                "memory": {"type": "object", "required": ["rss_mb", "peak_rss_mb", "model_loaded"],
                                           "properties": {"rss_mb": number, "peak_rss_mb": number,
                                                          "model_loaded": {"type": "boolean"}}},

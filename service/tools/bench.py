@@ -39,22 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 
-# The integer-instruction classes ONNX Runtime has int8 kernels for, best first: (cpuinfo flag, name).
-INTEGER_CLASSES = (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2"))
+def cpu_description() -> str:
+    """"<model name>, <integer class>" of this machine's CPU."""
+    from ..engine import cpu_info, integer_class
 
-
-def cpu_description(cpuinfo: str | None = None) -> str:
-    """"<model name>, <integer class>" of this machine's CPU, from /proc/cpuinfo (or ``cpuinfo``)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    kind = next((name for flag, name in INTEGER_CLASSES if flag in flags), "no AVX2")
-    return f"{fields.get('model name', 'unknown CPU')}, {kind}"
+    return f"{cpu_info().get('model name', 'unknown CPU')}, {integer_class()}"
 
 
 def synthetic_payloads() -> list[tuple[str, bytes]]:

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 # The rembg session that runs the same weights as each of our models.
-REMBG_MODEL = {"u2netp": "u2netp", "isnet-general-tiny": "isnet-general-use"}
+REMBG_MODEL = {"u2netp": "u2netp", "isnet-general-tiny": "isnet-general-use", "isnet-general-int8": "isnet-general-use",
+               "isnet-general-fp32": "isnet-general-use"}
 
 _TIMING_CODE = """
 import resource, statistics, sys, time
