@@ -6,7 +6,6 @@ import time
 from pathlib import PurePosixPath
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
-from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
@@ -14,9 +13,9 @@ from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine, integer_class
 from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import Decoded, decode_upload, encode, parse_color
-from .matting import subject_image
+from .imaging import parse_color
 from .memory import peak_rss_mb, release_memory, rss_mb
+from .pipeline import Options, cut_out
 from .requestlog import note
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
@@ -89,15 +88,11 @@ def _deadline() -> float:
     return time.monotonic() + _settings().request_timeout
 
 
-def _decode_and_mask(data: bytes, refine: bool, deadline: float) -> tuple[Decoded, Image.Image]:
-    """Decode the upload and predict its alpha, ``refine``-d or not; notes pixels and mask time
-    (model and refinement) for the log line."""
-    decoded = decode_upload(data, _settings().max_dimension, _settings().max_pixels)
-    started = time.perf_counter()
-    alpha = _engine().predict_alpha(decoded, refine, deadline)
-    note(pixels=decoded.rgb.width * decoded.rgb.height,
-         model_ms=round((time.perf_counter() - started) * 1000, 1))
-    return decoded, alpha
+def _answer(data: bytes, options: Options, deadline: float) -> bytes:
+    """The pipeline's encoded answer for this upload; notes pixels and mask time for the log line."""
+    result = cut_out(data, _engine(), _settings(), options, deadline)
+    note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
+    return result.body
 
 
 def _flag(name: str) -> bool:
@@ -124,8 +119,7 @@ def remove():
         fmt = _choice("format", ("png", "webp"), "png")
         only_mask, refine = _flag("only_mask"), _flag("refine")
         with turn():
-            decoded, mask = _decode_and_mask(data, refine, deadline)
-            body = encode(mask if only_mask else subject_image(decoded.rgb, mask), fmt)
+            body = _answer(data, Options(fmt=fmt, only_mask=only_mask, refine=refine), deadline)
     prefix = "mask" if only_mask else "nobg"
     return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
 
@@ -139,8 +133,7 @@ def change_color():
         fmt = _choice("format", ("jpeg", "png"), "jpeg")
         refine = _flag("refine")
         with turn():
-            decoded, mask = _decode_and_mask(data, refine, deadline)
-            body = encode(subject_image(decoded.rgb, mask, color), fmt)
+            body = _answer(data, Options(fmt=fmt, refine=refine, color=color), deadline)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
 

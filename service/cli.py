@@ -150,14 +150,15 @@ def _batch_jobs(paths: list[Path], out_dir: Path, extension: str) -> list[tuple[
     return jobs
 
 
-def _save_new(image, target: Path) -> None:
-    """Write ``image`` to ``target`` through a temporary file beside it: a failed write leaves
-    neither a partial file nor a damaged earlier one."""
-    from PIL import Image
+FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
+
+def _write_new(body: bytes, target: Path) -> None:
+    """Write ``body`` to ``target`` through a temporary file beside it: a failed write leaves
+    neither a partial file nor a damaged earlier one."""
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        image.save(part, format=Image.registered_extensions()[target.suffix.lower()])
+        part.write_bytes(body)
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
@@ -167,8 +168,8 @@ def _remove(args, settings) -> int:
     from .engine import Engine
     from .errors import ServiceError
     from .fetch import FetchError, Progress
-    from .imaging import decode_upload, parse_color
-    from .matting import subject_image
+    from .imaging import parse_color
+    from .pipeline import Options, cut_out
 
     if args.only_mask and args.color:
         print("error: --only-mask writes the mask alone; it takes no --color", file=sys.stderr)
@@ -184,7 +185,7 @@ def _remove(args, settings) -> int:
             print("error: no images found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
             return 2
     suffix = jobs[0][1].suffix.lower()
-    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+    if suffix not in FORMATS:
         print("error: OUT must end in .png, .jpg or .webp", file=sys.stderr)
         return 2
     if suffix in (".jpg", ".jpeg") and not args.color and not args.only_mask:
@@ -211,18 +212,17 @@ def _remove(args, settings) -> int:
         return 1
 
     batch = args.out_dir is not None
+    options = Options(FORMATS[suffix], args.only_mask, args.refine, color)
     progress = Progress("remove", len(jobs), enabled=batch and not args.quiet, unit="images")
     failed = []
     for source, target in jobs:
         try:
             if target.resolve() == source.resolve():
                 raise OSError("the result would overwrite the input")
-            decoded = decode_upload(source.read_bytes(), settings.max_dimension, settings.max_pixels)
-            mask = engine.predict_alpha(decoded, args.refine)
-            image = mask if args.only_mask else subject_image(decoded.rgb, mask, color)
-            _save_new(image, target)
+            result = cut_out(source.read_bytes(), engine, settings, options)
+            _write_new(result.body, target)
             if not batch:
-                print(f"{target} ({image.width}×{image.height}, {spec.name})")
+                print(f"{target} ({result.image.width}×{result.image.height}, {spec.name})")
         except (ServiceError, OSError) as exc:
             failed.append((source, getattr(exc, "message", None) or str(exc)))
         progress.update(1)

@@ -48,6 +48,7 @@ def test_every_catalog_row_is_complete():
     for spec in CATALOG.values():
         assert re.fullmatch(r"sha256:[0-9a-f]{64}|md5:[0-9a-f]{32}", spec.checksum), spec.name
         assert spec.sources, spec.name
+        assert spec.licence.startswith("Apache-2.0"), spec.name  # IS-Net's and U²-Net's weights
         assert spec.input_size in (320, 1024) and len(spec.mean) == len(spec.std) == 3
         for source in spec.sources:
             if isinstance(source, Build):

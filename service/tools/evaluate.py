@@ -125,17 +125,18 @@ def _mean(values: list[float], digits: int = 4) -> str:
 
 
 def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
-    """(photo, alpha) per row, through the same code path as the HTTP API."""
+    """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk."""
     from ..catalog import CATALOG
     from ..config import Settings
     from ..engine import Engine
-    from ..imaging import decode_upload
+    from ..pipeline import Options, cut_out
 
     settings = Settings.from_env()
     engine = Engine.fetched(CATALOG[model], settings, threads, show_progress=False)
+    options = Options(fmt=None, only_mask=True, refine=refine)
     for row in rows:
-        decoded = decode_upload(row.image.read_bytes(), settings.max_dimension, settings.max_pixels)
-        yield decoded.rgb, engine.predict_alpha(decoded, refine)
+        result = cut_out(row.image.read_bytes(), engine, settings, options)
+        yield result.decoded.rgb, result.mask
 
 
 def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Path | None,
