@@ -48,6 +48,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from flask import Flask, Request
 
     from .api import bp, pages
+    from .removebg import bp as removebg_bp
     from .catalog import CATALOG
     from .config import Settings
     from .engine import Engine
@@ -78,6 +79,7 @@ def create_app(config: Mapping[str, str] | None = None):
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)
+    app.register_blueprint(removebg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
 

@@ -67,6 +67,44 @@ def _upload_body(extra: dict, required: list[str]) -> dict:
     }}}}
 
 
+def _removebg_operation() -> dict:
+    """POST /v1.0/removebg in remove.bg's terms (service/removebg.py)."""
+    from .removebg import FORMATS, SIZES, TYPES
+
+    params = {
+        "image_file": {"type": "string", "format": "binary"},
+        "image_file_b64": {"type": "string", "description": "the image, base64"},
+        "size": {"type": "string", "enum": list(SIZES), "default": "auto"},
+        "format": {"type": "string", "enum": list(FORMATS), "default": "auto"},
+        "channels": {"type": "string", "enum": ["rgba", "alpha"], "default": "rgba"},
+        "bg_color": {"type": "string", "examples": ["81d4fa", "fff", "green"]},
+        "type": {"type": "string", "enum": list(TYPES), "default": "auto"},
+        "semitransparency": {"type": "boolean", "default": True},
+    }
+    errors = {"description": "remove.bg's error shape",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
+    busy = {**errors, "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}}
+    box = {f"X-{name}": {"schema": {"type": "integer", "minimum": 0}}
+           for name in ("Width", "Height", "Foreground-Top", "Foreground-Left", "Foreground-Width",
+                        "Foreground-Height", "Credits-Charged")}
+    return {"post": {
+        "summary": "remove.bg's API: a remove.bg client works by changing only its base URL",
+        "security": [{}, {"RemoveBgKey": []}],
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": params}},
+            "application/json": {"schema": {"type": "object", "properties": {
+                k: v for k, v in params.items() if k != "image_file"}}}}},
+        "responses": {
+            "200": {"description": "the result image, or with `Accept: application/json` its base64 in JSON",
+                    "headers": box,
+                    "content": {**{m: {"schema": {"type": "string", "format": "binary"}}
+                                   for m in ("image/png", "image/jpeg", "image/webp")},
+                                "application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgResult"}}}},
+            "400": errors, "403": errors, "413": errors, "415": errors, "500": errors, "503": busy,
+        },
+    }}
+
+
 def openapi_document(settings: Settings) -> dict:
     number = {"type": "number"}
     return {
@@ -80,10 +118,25 @@ def openapi_document(settings: Settings) -> dict:
         },
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                                           "description": "needed on POST endpoints only when API_KEY is set"}},
+                                           "description": "needed on POST endpoints only when API_KEY is set"},
+                                "RemoveBgKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
+                                                "description": "remove.bg's header; needed only when API_KEY is set"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "code"], "additionalProperties": False,
                           "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
+                "RemoveBgErrors": {"type": "object", "required": ["errors"], "properties": {"errors": {
+                    "type": "array", "minItems": 1, "items": {
+                        "type": "object", "required": ["title", "code", "detail"],
+                        "properties": {"title": {"type": "string"}, "code": {"type": "string"},
+                                       "detail": {"type": "string"}}}}}},
+                "RemoveBgResult": {"type": "object", "required": ["data"], "properties": {"data": {
+                    "type": "object",
+                    "required": ["result_b64", "foreground_top", "foreground_left", "foreground_width",
+                                 "foreground_height"],
+                    "properties": {"result_b64": {"type": "string"},
+                                   **{k: {"type": "integer", "minimum": 0} for k in (
+                                       "foreground_top", "foreground_left", "foreground_width",
+                                       "foreground_height")}}}}},
                 "Health": {"type": "object", "required": ["status", "memory_mb", "model_loaded"],
                            "properties": {"status": {"const": "healthy"}, "memory_mb": number,
                                           "model_loaded": {"type": "boolean"}}},
@@ -143,6 +196,7 @@ def openapi_document(settings: Settings) -> dict:
                 "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},
             }},
+            "/v1.0/removebg": _removebg_operation(),
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",
                 "responses": {"200": _json("healthy", "Health")},

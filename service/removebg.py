@@ -1,0 +1,224 @@
+"""``POST /v1.0/removebg``: remove.bg's request and answer, so that a remove.bg client works by
+changing only its base URL.
+
+What is honoured, what is accepted without effect and what is refused is listed in the README's
+compatibility table; a parameter this server cannot honour is refused with remove.bg's error
+shape (``{"errors": [{"title", "code", "detail"}]}``), never silently answered differently.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import math
+import re
+import time
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+from PIL import Image, ImageColor
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .errors import Busy, ServiceError, drain_body
+from .imaging import encode
+from .pipeline import Options, cut_out
+from .requestlog import note
+
+bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
+
+# Output size: megapixels at most (None: the photo's own size).
+SIZES = {"preview": 0.25, "small": 0.25, "regular": 0.25, "medium": 1.5, "hd": 4.0,
+         "full": None, "4k": None, "auto": None}
+FORMATS = ("auto", "png", "jpg", "webp")
+# Accepted with no effect: one general model serves every kind of subject.
+TYPES = ("auto", "person", "product", "car", "animal", "graphic", "graphics", "transportation", "other")
+# Parameters accepted only with remove.bg's default value (anything else is refused).
+DEFAULT_ONLY = {"crop": ("false",), "crop_margin": ("0", "0px", "0%"), "scale": ("original",),
+                "position": ("original",), "roi": ("0% 0% 100% 100%",), "shadow_type": ("none",),
+                "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
+NOT_SUPPORTED = ("image_url", "bg_image_url", "bg_image_file")
+_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+_TITLES = {400: "Invalid request", 403: "Forbidden", 413: "Payload too large", 415: "Unsupported media type",
+           500: "Internal error", 503: "Service unavailable"}
+
+
+class RemoveBgError(ServiceError):
+    """A request error in remove.bg's terms: ``code`` as remove.bg names it."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code = status, code
+
+
+def _errors(status: int, code: str, detail: str, headers: dict | None = None) -> Response:
+    response = jsonify(errors=[{"title": _TITLES.get(status, "Error"), "code": code, "detail": detail}])
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+@bp.errorhandler(ServiceError)
+def _service_error(exc: ServiceError):
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+    return _errors(exc.status, exc.code, exc.message, headers)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(exc):
+    drain_body()
+    limit = current_app.extensions["bg_settings"].max_file_size_mb
+    response = _errors(413, "file_too_large", f"the upload is larger than {limit} MB")
+    response.headers["Connection"] = "close"
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    return _errors(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name)
+
+
+def _invalid(detail: str) -> RemoveBgError:
+    return RemoveBgError(400, "invalid_parameters", detail)
+
+
+def _params() -> dict[str, str]:
+    """The request's parameters from a JSON body, a form (multipart or urlencoded) or the query."""
+    params = {k: str(v) for k, v in request.args.items()}
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise _invalid("the JSON body must be an object")
+        params.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.items()})
+    else:
+        params.update(request.form.items())
+    return {k: v.strip() for k, v in params.items()}
+
+
+def _image(params: dict[str, str], limit: int) -> bytes:
+    upload = request.files.get("image_file")
+    if upload is not None:
+        data = upload.stream.read(limit + 1)
+    elif params.get("image_file_b64"):
+        try:
+            data = base64.b64decode(params["image_file_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid("image_file_b64 is not valid base64") from None
+    elif params.get("image_url"):
+        raise _invalid("image_url is not supported by this server: send image_file or image_file_b64")
+    else:
+        raise RemoveBgError(400, "missing_image", "no image given: send image_file or image_file_b64")
+    if len(data) > limit:
+        raise RemoveBgError(413, "file_too_large", f"the image is larger than {limit // 2**20} MB")
+    if not data:
+        raise RemoveBgError(400, "missing_image", "the image is empty")
+    return data
+
+
+def _color(text: str) -> tuple[int, int, int]:
+    """remove.bg's bg_color: hex with or without #, 3 or 6 digits, or a colour name."""
+    if _HEX.match(text):
+        text = text if text.startswith("#") else f"#{text}"
+    try:
+        value = ImageColor.getrgb(text)
+    except ValueError:
+        raise _invalid(f"bg_color {text!r} is neither a hex colour (81d4fa) nor a colour name") from None
+    return value[:3]
+
+
+def _check(params: dict[str, str]) -> tuple[str, str, str, tuple[int, int, int] | None, bool]:
+    """(size, format, channels, bg colour, semitransparency) from ``params``; refuses what this
+    server can't honour."""
+    for name in NOT_SUPPORTED:
+        if params.get(name) and name != "image_url":
+            raise _invalid(f"{name} is not supported by this server")
+    for name, allowed in DEFAULT_ONLY.items():
+        if name in params and params[name].lower() not in allowed:
+            raise _invalid(f"{name}={params[name]!r} is not supported by this server (only {allowed[0]!r})")
+    size = params.get("size", "auto").lower()
+    if size not in SIZES:
+        raise _invalid(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    fmt = params.get("format", "auto").lower()
+    if fmt == "zip":
+        raise _invalid("format=zip is not supported by this server: use png or webp for transparency")
+    if fmt not in FORMATS:
+        raise _invalid(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    channels = params.get("channels", "rgba").lower()
+    if channels not in ("rgba", "alpha"):
+        raise _invalid(f"channels must be rgba or alpha, got {channels!r}")
+    if params.get("type", "auto").lower() not in TYPES:
+        raise _invalid(f"type must be one of {', '.join(TYPES)}")
+    semitransparency = params.get("semitransparency", "true").lower()
+    if semitransparency not in ("true", "false"):
+        raise _invalid("semitransparency must be true or false")
+    color = _color(params["bg_color"]) if params.get("bg_color") else None
+    return size, fmt, channels, color, semitransparency == "true"
+
+
+def _output_size(size: str, processed: tuple[int, int], original: tuple[int, int], cap: int) -> tuple[int, int]:
+    """The answer's width and height for ``size``: remove.bg's megapixel budget, never above the
+    photo's own size; refused when it is above what this server processes (``cap`` px)."""
+    if size == "auto":  # "the highest resolution available": what this server processes
+        return processed
+    megapixels = SIZES[size]
+    width, height = original
+    if megapixels is not None and width * height > megapixels * 1e6:
+        scale = math.sqrt(megapixels * 1e6 / (width * height))
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    if width * height > processed[0] * processed[1]:
+        raise _invalid(f"size={size} asks for {width}×{height}, but this server answers at most {cap} px on "
+                       f"the long side (MAX_DIMENSION); use size=auto or regular")
+    return width, height
+
+
+def _box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, left, width, height) of the pixels more opaque than not; zeros when there are none."""
+    rows, cols = np.nonzero(alpha >= 128)
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    return int(rows.min()), int(cols.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)
+
+
+@bp.post("/removebg")
+def removebg():
+    from .api import _admit, _deadline, _engine, _settings
+
+    settings = _settings()
+    if settings.api_key:
+        given = request.headers.get("X-Api-Key", "")
+        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
+    started, deadline = time.perf_counter(), _deadline()
+    with _admit(deadline) as turn:
+        params = _params()
+        data = _image(params, settings.max_file_size)
+        size, fmt, channels, color, soft = _check(params)
+        with turn():
+            result = cut_out(data, _engine(), settings, Options(fmt=None, color=color), deadline)
+            note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
+            image, mask = result.image, result.mask
+            if not soft:
+                mask = mask.point(lambda v: 255 if v >= 128 else 0)
+                if color is None:
+                    image.putalpha(mask)
+                else:
+                    image = Image.composite(result.decoded.rgb, Image.new("RGB", image.size, color), mask)
+            if channels == "alpha":
+                image = mask
+            target = _output_size(size, image.size, result.decoded.original_size, settings.max_dimension)
+            if target != image.size:
+                image = image.resize(target, Image.Resampling.LANCZOS)
+                mask = mask.resize(target, Image.Resampling.LANCZOS)
+            kind = fmt if fmt != "auto" else ("jpg" if color is not None else "png")
+            body = encode(image, "jpeg" if kind == "jpg" else kind)
+    top, left, width, height = _box(np.asarray(mask))
+    headers = {"X-Width": str(image.width), "X-Height": str(image.height), "X-Foreground-Top": str(top),
+               "X-Foreground-Left": str(left), "X-Foreground-Width": str(width),
+               "X-Foreground-Height": str(height), "X-Credits-Charged": "0", "X-Model-Used": _engine().spec.name,
+               "X-Processing-Time-Ms": str(round((time.perf_counter() - started) * 1000))}
+    if "application/json" in request.headers.get("Accept", ""):
+        response = jsonify(data={"result_b64": base64.b64encode(body).decode("ascii"), "foreground_top": top,
+                                 "foreground_left": left, "foreground_width": width, "foreground_height": height})
+    else:
+        response = Response(body, mimetype="image/jpeg" if kind == "jpg" else f"image/{kind}")
+    response.headers.update(headers)
+    return response

@@ -1,0 +1,144 @@
+"""POST /v1.0/removebg: remove.bg's API on the live server, by raw HTTP and by a remove.bg client."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.imaging import decode_upload
+from service.tools.evaluate import iou
+
+from .support import save, start_server
+
+KEY = "removebg-test-key"
+
+
+def errors_of(response, status: int, code: str) -> str:
+    """The detail of a remove.bg-shaped error answer with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    (error,) = response.json()["errors"]
+    assert error["code"] == code and error["title"] and error["detail"]
+    return error["detail"]
+
+
+def post(server, photo: bytes, **params):
+    return server.post("/v1.0/removebg", files={"image_file": ("photo.jpg", photo)}, data=params)
+
+
+def test_the_default_answer_is_a_transparent_png_with_remove_bgs_headers(u2netp_server, app, sample_photo):
+    response = post(u2netp_server, sample_photo.read_bytes())
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == "RGBA" and image.size == (512, 512)  # size=auto: the photo's own size here
+    assert (response.headers["X-Width"], response.headers["X-Height"]) == ("512", "512")
+    assert response.headers["X-Credits-Charged"] == "0"
+    # the same mask as /api/bg/remove, and its box in the headers
+    expected = np.asarray(app.extensions["bg_engine"].predict_mask(
+        decode_upload(sample_photo.read_bytes(), 1024, 40_000_000).rgb))
+    alpha = np.asarray(image.getchannel("A"))
+    assert iou(alpha, expected) > 0.98
+    rows, cols = np.nonzero(alpha >= 128)
+    box = {k: int(response.headers[f"X-Foreground-{k}"]) for k in ("Top", "Left", "Width", "Height")}
+    assert box == {"Top": rows.min(), "Left": cols.min(), "Width": cols.max() - cols.min() + 1,
+                   "Height": rows.max() - rows.min() + 1}
+
+
+def test_size_regular_is_a_quarter_megapixel_and_hd_beyond_the_servers_size_is_refused(u2netp_server):
+    photo = save(Image.effect_noise((3000, 2000), 60).convert("RGB"), "JPEG")
+    response = post(u2netp_server, photo, size="regular")
+    image = Image.open(io.BytesIO(response.content))
+    assert response.status_code == 200 and image.width * image.height <= 250_000
+    assert abs(image.width / image.height - 1.5) < 0.01 and image.width * image.height > 240_000
+    detail = errors_of(post(u2netp_server, photo, size="hd"), 400, "invalid_parameters")
+    assert "MAX_DIMENSION" in detail and "size=auto" in detail
+
+
+def test_bg_color_without_hash_gives_a_jpeg_on_that_colour(u2netp_server, sample_photo):
+    response = post(u2netp_server, sample_photo.read_bytes(), bg_color="00ff00")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(response.content)).convert("RGB")
+    corner = np.asarray(image)[:8, -8:].reshape(-1, 3).mean(axis=0)  # sky behind the astronaut
+    assert corner[1] > 200 and corner[0] < 60 and corner[2] < 60
+    assert post(u2netp_server, sample_photo.read_bytes(), bg_color="green", format="png").headers[
+        "Content-Type"] == "image/png"
+
+
+def test_channels_alpha_and_hard_edges_without_semitransparency(u2netp_server, sample_photo):
+    response = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", semitransparency="false")
+    mask = Image.open(io.BytesIO(response.content))
+    assert response.status_code == 200 and mask.mode == "L"
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_json_bodies_base64_images_and_json_answers(u2netp_server, sample_photo):
+    response = u2netp_server.post("/v1.0/removebg", headers={"Accept": "application/json"},
+                                  json={"image_file_b64": base64.b64encode(sample_photo.read_bytes()).decode(),
+                                        "size": "preview", "format": "webp"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    data = response.json()["data"]
+    image = Image.open(io.BytesIO(base64.b64decode(data["result_b64"])))
+    assert image.format == "WEBP" and image.width * image.height <= 250_000
+    assert data["foreground_width"] > 0 and data["foreground_height"] > 0
+
+
+def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
+    response = u2netp_server.post("/v1.0/removebg", data={
+        "image_file_b64": base64.b64encode(sample_photo.read_bytes()).decode(), "size": "small"})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+
+
+@pytest.mark.parametrize("params, code, words", [
+    ({"crop": "true"}, "invalid_parameters", "crop"),
+    ({"format": "zip"}, "invalid_parameters", "zip"),
+    ({"bg_image_url": "http://example.com/b.jpg"}, "invalid_parameters", "bg_image_url"),
+    ({"shadow_type": "car"}, "invalid_parameters", "shadow_type"),
+    ({"size": "huge"}, "invalid_parameters", "size"),
+    ({"bg_color": "not-a-colour"}, "invalid_parameters", "bg_color"),
+])
+def test_what_cannot_be_honoured_is_refused_in_remove_bgs_shape(u2netp_server, sample_photo, params, code, words):
+    assert words in errors_of(post(u2netp_server, sample_photo.read_bytes(), **params), 400, code)
+
+
+def test_bad_input_is_refused_in_remove_bgs_shape(u2netp_server):
+    errors_of(u2netp_server.post("/v1.0/removebg", data={"size": "auto"}), 400, "missing_image")
+    errors_of(u2netp_server.post("/v1.0/removebg", data={"image_url": "http://127.0.0.1/x.jpg"}),
+              400, "invalid_parameters")
+    errors_of(u2netp_server.post("/v1.0/removebg", data={"image_file_b64": "%%%"}), 400, "invalid_parameters")
+    errors_of(post(u2netp_server, b"not an image"), 400, "not_an_image")
+    errors_of(post(u2netp_server, b"\xff" * (9 * 2**20)), 413, "file_too_large")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(base_env, tmp_path_factory):
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": KEY},
+                          tmp_path_factory.mktemp("removebg-keyed") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_the_key_goes_in_x_api_key(keyed_server, sample_photo):
+    errors_of(post(keyed_server, sample_photo.read_bytes()), 403, "auth_failed")
+    response = keyed_server.post("/v1.0/removebg", files={"image_file": ("p.jpg", sample_photo.read_bytes())},
+                                 headers={"X-Api-Key": KEY})
+    assert response.status_code == 200
+
+
+def test_a_remove_bg_client_library_works_by_changing_only_its_base_url(keyed_server, sample_photo, tmp_path,
+                                                                        monkeypatch):
+    from removebg import RemoveBg, removebg as client  # PyPI's removebg (MIT), as its users call it
+
+    monkeypatch.setattr(client, "API_ENDPOINT", keyed_server.url + "/v1.0/removebg")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(sample_photo.read_bytes())
+    RemoveBg(KEY, str(tmp_path / "errors.log")).remove_background_from_img_file(str(photo))
+    with Image.open(tmp_path / "photo.jpg_no_bg.png") as image:  # its default: size=regular
+        assert image.mode == "RGBA" and image.width * image.height <= 250_000
+    RemoveBg(KEY, str(tmp_path / "errors.log")).remove_background_from_base64_img(
+        base64.b64encode(sample_photo.read_bytes()).decode(), new_file_name=str(tmp_path / "b64.png"),
+        bg_color="81d4fa")
+    with Image.open(tmp_path / "b64.png") as image:  # remove.bg answers a JPEG for a colour, as here
+        assert image.format == "JPEG"
