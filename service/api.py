@@ -11,9 +11,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine, integer_class
-from .errors import BadRequest, FileTooLarge, MissingFile, Unauthorized
+from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import parse_color
+from .imaging import Background, decode_upload, parse_color, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .pipeline import Options, cut_out
 from .requestlog import note
@@ -22,11 +22,11 @@ bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 pages = Blueprint("pages", __name__)
 
 
-def _settings() -> Settings:
+def current_settings() -> Settings:
     return current_app.extensions["bg_settings"]
 
 
-def _engine() -> Engine:
+def current_engine() -> Engine:
     return current_app.extensions["bg_engine"]
 
 
@@ -37,11 +37,42 @@ def _gate() -> AdmissionGate:
 @bp.before_request
 def _require_api_key():
     """With API_KEY set, every POST under /api/bg needs it in X-API-Key (compared in constant time)."""
-    key = _settings().api_key
+    key = current_settings().api_key
     if key and request.method == "POST":
         given = request.headers.get("X-API-Key", "")
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise Unauthorized("missing or wrong X-API-Key header")
+
+
+def read_file(upload, field: str) -> bytes:
+    """An uploaded file's bytes, at most MAX_FILE_SIZE_MB (413 beyond), not empty (400)."""
+    data = upload.stream.read(current_settings().max_file_size + 1)
+    if len(data) > current_settings().max_file_size:
+        raise FileTooLarge(f"upload is larger than {current_settings().max_file_size_mb} MB")
+    if not data:
+        raise MissingFile(f"the uploaded {field} is empty")
+    return data
+
+
+def background(image_field: str, color: str | None, fmt: str, color_field: str = "color") -> Background | None:
+    """The background asked for: an uploaded image (decoded like the photo), a colour
+    (:func:`parse_color`; None for transparent), or None when neither is given. Refuses
+    transparency where ``fmt`` has none."""
+    upload = request.files.get(image_field)
+    if upload is not None and color:
+        raise BadRequest(f"give a colour or {image_field}, not both")
+    if upload is not None:
+        settings = current_settings()
+        return decode_upload(read_file(upload, image_field), settings.max_dimension, settings.max_pixels).rgb
+    if not color:
+        return None
+    try:
+        value = parse_color(color)
+    except BadColor as exc:
+        raise BadColor(f"{color_field}: {exc.message}") from None
+    if fmt == "jpeg" and (value is None or len(value) == 4):
+        raise BadColor(f"{color_field}: JPEG has no transparency for {color!r}; ask for PNG or WebP")
+    return value
 
 
 def _upload() -> tuple[bytes, str]:
@@ -49,11 +80,7 @@ def _upload() -> tuple[bytes, str]:
     upload = request.files.get("file")
     if upload is None:
         raise MissingFile("no file: send the image as multipart form field 'file'")
-    data = upload.stream.read(_settings().max_file_size + 1)
-    if len(data) > _settings().max_file_size:
-        raise FileTooLarge(f"upload is larger than {_settings().max_file_size_mb} MB")
-    if not data:
-        raise MissingFile("the uploaded file is empty")
+    data = read_file(upload, "file")
     # The name is only echoed back in Content-Disposition, never used as a path. HTTP
     # headers are Latin-1: anything but ASCII letters, digits and -_. is dropped.
     stem = PurePosixPath((upload.filename or "image").replace("\\", "/")).stem
@@ -78,19 +105,19 @@ def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
 def _image_response(body: bytes, fmt: str, filename: str, started: float) -> Response:
     response = Response(body, mimetype=f"image/{fmt}")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["X-Model-Used"] = _engine().spec.name
+    response.headers["X-Model-Used"] = current_engine().spec.name
     response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
     return response
 
 
-def _deadline() -> float:
+def request_deadline() -> float:
     """When this request's time is up, as a time.monotonic() value: REQUEST_TIMEOUT_S from now."""
-    return time.monotonic() + _settings().request_timeout
+    return time.monotonic() + current_settings().request_timeout
 
 
 def _answer(data: bytes, options: Options, deadline: float) -> bytes:
     """The pipeline's encoded answer for this upload; notes pixels and mask time for the log line."""
-    result = cut_out(data, _engine(), _settings(), options, deadline)
+    result = cut_out(data, current_engine(), current_settings(), options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
     return result.body
 
@@ -102,7 +129,7 @@ def _flag(name: str) -> bool:
     return value == "true"
 
 
-def _admit(deadline: float):
+def admit_request(deadline: float):
     """Enter the admission gate with this request's declared body size, before the body is read
     (503 at once when the waiting uploads or the expected wait are over their limits)."""
     size = request.content_length or 0
@@ -113,27 +140,32 @@ def _admit(deadline: float):
 
 @bp.post("/remove")
 def remove():
-    started, deadline = time.perf_counter(), _deadline()
-    with _admit(deadline) as turn:
+    started, deadline = time.perf_counter(), request_deadline()
+    with admit_request(deadline) as turn:
         data, stem = _upload()
         fmt = _choice("format", ("png", "webp"), "png")
-        only_mask, refine = _flag("only_mask"), _flag("refine")
+        options = Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
+                          crop_margin=parse_margin(_field("crop_margin")),
+                          background=background("bg_image_file", _field("color"), fmt))
         with turn():
-            body = _answer(data, Options(fmt=fmt, only_mask=only_mask, refine=refine), deadline)
-    prefix = "mask" if only_mask else "nobg"
+            body = _answer(data, options, deadline)
+    prefix = "mask" if options.only_mask else "nobg"
     return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
 
 
 @bp.post("/change_color")
 def change_color():
-    started, deadline = time.perf_counter(), _deadline()
-    with _admit(deadline) as turn:
+    started, deadline = time.perf_counter(), request_deadline()
+    with admit_request(deadline) as turn:
         data, stem = _upload()
-        color = parse_color(_field("color"))
-        fmt = _choice("format", ("jpeg", "png"), "jpeg")
-        refine = _flag("refine")
+        fmt = _choice("format", ("jpeg", "png", "webp"), "jpeg")
+        if "bg_image_file" not in request.files:
+            parse_color(_field("color"))  # a colour or an image is needed here: "missing colour" otherwise
+        options = Options(fmt=fmt, refine=_flag("refine"), crop=_flag("crop"),
+                          crop_margin=parse_margin(_field("crop_margin")),
+                          background=background("bg_image_file", _field("color"), fmt))
         with turn():
-            body = _answer(data, Options(fmt=fmt, refine=refine, color=color), deadline)
+            body = _answer(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt
     return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
 
@@ -145,14 +177,14 @@ def health():
 
 @bp.get("/status")
 def status():
-    settings = _settings()
+    settings = current_settings()
     return jsonify(
         status="ready",
-        model=_engine().spec.name,
+        model=current_engine().spec.name,
         version=__version__,
-        threads=_engine().threads,
-        float_weights=_engine().float_weights,
-        cpu={"integer_class": integer_class(), "exact_int8_mode": _engine().exact_int8},
+        threads=current_engine().threads,
+        float_weights=current_engine().float_weights,
+        cpu={"integer_class": integer_class(), "exact_int8_mode": current_engine().exact_int8},
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,
@@ -181,15 +213,15 @@ def clear_cache():
 def openapi():
     from .openapi import openapi_document
 
-    return jsonify(openapi_document(_settings()))
+    return jsonify(openapi_document(current_settings()))
 
 
 @pages.get("/")
 def index():
-    settings = _settings()
+    settings = current_settings()
     return render_template(
         "index.html",
-        model=_engine().spec.name,
+        model=current_engine().spec.name,
         max_file_size_mb=settings.max_file_size_mb,
         max_dimension=settings.max_dimension,
         extensions=", ".join(ALLOWED_EXTENSIONS),

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageColor, ImageOps, UnidentifiedImageError
 
 from .catalog import ModelSpec
-from .errors import BadColor, ImageTooLarge, NotAnImage, UnsupportedType
+from .errors import BadColor, BadRequest, ImageTooLarge, NotAnImage, UnsupportedType
 
 # Pillow plugins an upload may be decoded by; anything else is refused before decoding.
 # (Multi-picture JPEGs from cameras open through the JPEG plugin and report "MPO".)
@@ -164,31 +164,108 @@ def cutout(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     return out
 
 
-def compose_on_color(rgb: Image.Image, mask: Image.Image, color: tuple[int, int, int]) -> Image.Image:
-    """RGB image: the subject, blended by ``mask``, over a solid ``color``."""
-    return Image.composite(rgb, Image.new("RGB", rgb.size, color), mask)
+Color = tuple[int, int, int] | tuple[int, int, int, int]
+Background = Color | Image.Image
+
+
+def compose(cut: Image.Image, background: Background | None) -> Image.Image:
+    """The RGBA ``cut`` over ``background``: None leaves it as it is; a colour gives RGB, or RGBA
+    when the colour has alpha below 255 (alpha compositing); an image is scaled to cover the
+    cut-out (centred, cropped to its aspect) and gives RGB."""
+    if background is None:
+        return cut
+    if isinstance(background, Image.Image):
+        under = ImageOps.fit(background.convert("RGB"), cut.size, Image.Resampling.LANCZOS).convert("RGBA")
+    else:
+        under = Image.new("RGBA", cut.size, background if len(background) == 4 else (*background, 255))
+    out = Image.alpha_composite(under, cut)
+    return out if not isinstance(background, Image.Image) and len(background) == 4 and background[3] < 255 \
+        else out.convert("RGB")
+
+
+def compose_on_color(rgb: Image.Image, mask: Image.Image, color: Color) -> Image.Image:
+    """The subject, blended by ``mask``, over a solid ``color`` (see :func:`compose`)."""
+    return compose(cutout(rgb, mask), color)
 
 
 _TRIPLET = re.compile(r"^\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*$")
+_RGBA = re.compile(r"^rgba\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d*\.?\d+)\s*(%?)\s*\)$", re.I)
+_BARE_HEX = re.compile(r"^([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+COLOR_FORMS = ("#RRGGBB, RRGGBB, #RGB, #RRGGBBAA, R,G,B, rgb(…), rgba(…), a CSS colour name, "
+               "or transparent")
 
 
-def parse_color(text: str | None) -> tuple[int, int, int]:
-    """``#RRGGBB``, ``#RGB``, ``R,G,B`` (0–255) or a CSS colour name → (r, g, b). Raises BadColor."""
+def parse_color(text: str | None) -> Color | None:
+    """A colour as users and remove.bg clients write it → (r, g, b) or (r, g, b, a); None for
+    ``transparent`` (no background). Raises BadColor."""
     if not text or not text.strip():
-        raise BadColor("missing colour: give color as #RRGGBB, #RGB, R,G,B or a CSS colour name")
+        raise BadColor(f"missing colour: give color as {COLOR_FORMS}")
+    text = text.strip()
+    if text.lower() == "transparent":
+        return None
+    match = _RGBA.match(text)
+    if match:  # CSS: alpha 0–1 or a percentage
+        *rgb, alpha, percent = match.groups()
+        level = float(alpha) / (100 if percent else 1)
+        if max(int(v) for v in rgb) > 255 or level > 1:
+            raise BadColor(f"rgba(…) takes components 0–255 and an alpha 0–1 or 0–100%, got {text!r}")
+        return (*(int(v) for v in rgb), round(level * 255))  # type: ignore[return-value]
     match = _TRIPLET.match(text)
     if match:
         rgb = tuple(int(v) for v in match.groups())
         if max(rgb) > 255:
-            raise BadColor(f"colour components must be 0–255, got {text.strip()!r}")
+            raise BadColor(f"colour components must be 0–255, got {text!r}")
         return rgb  # type: ignore[return-value]
     try:
-        value = ImageColor.getrgb(text.strip())
+        return ImageColor.getrgb(f"#{text}" if _BARE_HEX.match(text) else text)
     except ValueError:
-        raise BadColor(f"unknown colour {text.strip()!r}: use #RRGGBB, #RGB, R,G,B or a CSS colour name") from None
-    if len(value) == 4:
-        raise BadColor("the background colour must be opaque (no alpha component)")
-    return value  # type: ignore[return-value]
+        raise BadColor(f"unknown colour {text!r}: use {COLOR_FORMS}") from None
+
+
+_MARGIN = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
+# remove.bg's limits on a crop margin, per side: half the subject's extent, and 500 px.
+MARGIN_MAX_SHARE, MARGIN_MAX_PX = 0.5, 500
+
+
+def parse_margin(text: str | None) -> tuple[tuple[float, str], ...]:
+    """remove.bg's ``crop_margin``: one, two or four values (CSS order: top, right, bottom, left),
+    each ``N``/``Npx`` or ``N%`` of the subject's size → four (value, unit). Raises BadRequest."""
+    parts = (text or "0").split()
+    values = []
+    for part in parts:
+        match = _MARGIN.match(part.strip().lower())
+        if not match:
+            raise BadRequest(f"crop_margin values are like 30px or 10%, got {part!r}")
+        values.append((float(match.group(1)), match.group(2) or "px"))
+    if len(values) not in (1, 2, 4):
+        raise BadRequest("crop_margin takes one, two or four values")
+    top, right = values[0], values[1] if len(values) > 1 else values[0]
+    bottom, left = (values[2], values[3]) if len(values) == 4 else (top, right)
+    return top, right, bottom, left
+
+
+def subject_box(mask: Image.Image, threshold: int = 128) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the mask's pixels at or above ``threshold``; None if none."""
+    return mask.point(lambda v: 255 if v >= threshold else 0).getbbox()
+
+
+def crop_to_subject(image: Image.Image, mask: Image.Image, margin: tuple[tuple[float, str], ...]
+                    ) -> tuple[Image.Image, Image.Image]:
+    """``image`` and ``mask`` cut to the subject (every pixel not fully transparent) plus
+    ``margin`` (from :func:`parse_margin`), padded with transparency (the mask with 0) where the
+    margin passes the edge. An empty mask leaves both as they are."""
+    box = subject_box(mask, 1)
+    if box is None:
+        return image, mask
+    width, height = box[2] - box[0], box[3] - box[1]
+
+    def side(value: tuple[float, str], extent: int) -> int:
+        pixels = value[0] * extent / 100 if value[1] == "%" else value[0]
+        return int(round(min(pixels, MARGIN_MAX_SHARE * extent, MARGIN_MAX_PX)))
+
+    top, right, bottom, left = (side(v, e) for v, e in zip(margin, (height, width, height, width)))
+    box = (box[0] - left, box[1] - top, box[2] + right, box[3] + bottom)
+    return image.crop(box), mask.crop(box)
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

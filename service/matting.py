@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .imaging import compose_on_color, cutout
 from .memory import heap_buffers
 
 # The first pass spreads colours far into the band (radius 90 px), the second restores
@@ -130,13 +129,6 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
             band = soft[top:bottom, left:right]
             out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
     return Image.fromarray(out)
-
-
-def subject_image(rgb: Image.Image, mask: Image.Image, color: tuple[int, int, int] | None = None) -> Image.Image:
-    """The answer for ``rgb`` and its ``mask``, with estimated subject colours in soft edges:
-    an RGBA cut-out, or with ``color`` the subject on that colour (RGB)."""
-    subject = estimate_foreground(rgb, mask)
-    return cutout(subject, mask) if color is None else compose_on_color(subject, mask, color)
 
 
 # Edge refinement: a colour guided filter (He, Sun and Tang, "Guided Image Filtering",

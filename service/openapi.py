@@ -26,6 +26,16 @@ _ERROR_CODES = {
 
 _REFINE = {"type": "boolean", "default": False,
            "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
+_COLOR = {"type": "string", "examples": ["#00ff00", "00ff00", "#0f0", "0,255,0", "teal", "rgba(0,0,255,0.5)",
+                                         "transparent"],
+          "description": "#RRGGBB, RRGGBB, #RGB, #RRGGBBAA, R,G,B (0–255), rgba(r,g,b,alpha 0–1), a CSS "
+                         "colour name, or transparent; alpha only where the format has it (PNG, WebP)"}
+_BACKGROUND = {"bg_image_file": {"type": "string", "format": "binary",
+                                 "description": "an image to put the subject on, scaled to cover; "
+                                                "instead of color"},
+               "crop": {"type": "boolean", "default": False, "description": "cut the answer to the subject"},
+               "crop_margin": {"type": "string", "default": "0", "examples": ["30px", "10%", "10px 5%"],
+                               "description": "with crop: one, two or four values, px or % of the subject"}}
 
 
 def _json(description: str, schema: str | dict) -> dict:
@@ -80,6 +90,9 @@ def _removebg_operation() -> dict:
         "bg_color": {"type": "string", "examples": ["81d4fa", "fff", "green"]},
         "type": {"type": "string", "enum": list(TYPES), "default": "auto"},
         "semitransparency": {"type": "boolean", "default": True},
+        "crop": {"type": "boolean", "default": False},
+        "crop_margin": {"type": "string", "default": "0"},
+        "bg_image_file": {"type": "string", "format": "binary"},
     }
     errors = {"description": "remove.bg's error shape",
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
@@ -93,7 +106,7 @@ def _removebg_operation() -> dict:
         "requestBody": {"required": True, "content": {
             "multipart/form-data": {"schema": {"type": "object", "properties": params}},
             "application/json": {"schema": {"type": "object", "properties": {
-                k: v for k, v in params.items() if k != "image_file"}}}}},
+                k: v for k, v in params.items() if k not in ("image_file", "bg_image_file")}}}}},
         "responses": {
             "200": {"description": "the result image, or with `Accept: application/json` its base64 in JSON",
                     "headers": box,
@@ -176,24 +189,26 @@ def openapi_document(settings: Settings) -> dict:
                     "only_mask": {"type": "boolean", "default": False,
                                   "description": "answer the 8-bit mask (grey, 255 = subject) instead of the cut-out"},
                     "refine": _REFINE,
+                    "color": _COLOR,
+                    **_BACKGROUND,
                 }, []),
                 "responses": {"200": _image_response(["image/png", "image/webp"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
                               **_errors("400", "401", "413", "415", "500", "503")},
             }},
             "/api/bg/change_color": {"post": {
-                "summary": "Put the subject on a solid colour",
+                "summary": "Put the subject on a colour or an image",
                 "security": [{}, {"ApiKey": []}],
                 "requestBody": _upload_body({
-                    "color": {"type": "string", "examples": ["#00ff00", "#0f0", "0,255,0", "teal"],
-                              "description": "#RRGGBB, #RGB, R,G,B (0–255) or a CSS colour name",
-                              "anyOf": [{"pattern": "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
-                                        {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
-                                        {"enum": sorted(ImageColor.colormap)}]},
-                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png"], "default": "jpeg"},
+                    "color": {**_COLOR, "anyOf": [
+                        {"pattern": "^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
+                        {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
+                        {"enum": sorted(ImageColor.colormap)}]},
+                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"], "default": "jpeg"},
                     "refine": _REFINE,
-                }, ["color"]),
-                "responses": {"200": _image_response(["image/jpeg", "image/png"], "the composed photo"),
+                    **_BACKGROUND,
+                }, []),
+                "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},
             }},
             "/v1.0/removebg": _removebg_operation(),

@@ -11,16 +11,15 @@ import base64
 import binascii
 import hmac
 import math
-import re
 import time
 
-import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
-from PIL import Image, ImageColor
+from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .api import admit_request, background, current_engine, current_settings, request_deadline
 from .errors import Busy, ServiceError, drain_body
-from .imaging import encode
+from .imaging import encode, parse_margin, subject_box
 from .pipeline import Options, cut_out
 from .requestlog import note
 
@@ -33,11 +32,10 @@ FORMATS = ("auto", "png", "jpg", "webp")
 # Accepted with no effect: one general model serves every kind of subject.
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "graphics", "transportation", "other")
 # Parameters accepted only with remove.bg's default value (anything else is refused).
-DEFAULT_ONLY = {"crop": ("false",), "crop_margin": ("0", "0px", "0%"), "scale": ("original",),
-                "position": ("original",), "roi": ("0% 0% 100% 100%",), "shadow_type": ("none",),
-                "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
-NOT_SUPPORTED = ("image_url", "bg_image_url", "bg_image_file")
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+DEFAULT_ONLY = {"scale": ("original",), "position": ("original",), "roi": ("0% 0% 100% 100%",),
+                "shadow_type": ("none",), "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
+# Our codes for bad parameters, in remove.bg's word.
+_CODES = {"bad_request": "invalid_parameters", "bad_color": "invalid_parameters"}
 _TITLES = {400: "Invalid request", 403: "Forbidden", 413: "Payload too large", 415: "Unsupported media type",
            500: "Internal error", 503: "Service unavailable"}
 
@@ -60,7 +58,7 @@ def _errors(status: int, code: str, detail: str, headers: dict | None = None) ->
 @bp.errorhandler(ServiceError)
 def _service_error(exc: ServiceError):
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
-    return _errors(exc.status, exc.code, exc.message, headers)
+    return _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, headers)
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -114,23 +112,11 @@ def _image(params: dict[str, str], limit: int) -> bytes:
     return data
 
 
-def _color(text: str) -> tuple[int, int, int]:
-    """remove.bg's bg_color: hex with or without #, 3 or 6 digits, or a colour name."""
-    if _HEX.match(text):
-        text = text if text.startswith("#") else f"#{text}"
-    try:
-        value = ImageColor.getrgb(text)
-    except ValueError:
-        raise _invalid(f"bg_color {text!r} is neither a hex colour (81d4fa) nor a colour name") from None
-    return value[:3]
-
-
-def _check(params: dict[str, str]) -> tuple[str, str, str, tuple[int, int, int] | None, bool]:
-    """(size, format, channels, bg colour, semitransparency) from ``params``; refuses what this
-    server can't honour."""
-    for name in NOT_SUPPORTED:
-        if params.get(name) and name != "image_url":
-            raise _invalid(f"{name} is not supported by this server")
+def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
+    """(size, format, channels, semitransparency) from ``params``; refuses what this server
+    can't honour."""
+    if params.get("bg_image_url"):
+        raise _invalid("bg_image_url is not supported by this server: send bg_image_file")
     for name, allowed in DEFAULT_ONLY.items():
         if name in params and params[name].lower() not in allowed:
             raise _invalid(f"{name}={params[name]!r} is not supported by this server (only {allowed[0]!r})")
@@ -150,70 +136,75 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, tuple[int, int, int] 
     semitransparency = params.get("semitransparency", "true").lower()
     if semitransparency not in ("true", "false"):
         raise _invalid("semitransparency must be true or false")
-    color = _color(params["bg_color"]) if params.get("bg_color") else None
-    return size, fmt, channels, color, semitransparency == "true"
+    for name in ("crop", "add_shadow"):
+        if params.get(name, "false").lower() not in ("true", "false"):
+            raise _invalid(f"{name} must be true or false")
+    return size, fmt, channels, semitransparency == "true"
 
 
-def _output_size(size: str, processed: tuple[int, int], original: tuple[int, int], cap: int) -> tuple[int, int]:
-    """The answer's width and height for ``size``: remove.bg's megapixel budget, never above the
-    photo's own size; refused when it is above what this server processes (``cap`` px)."""
-    if size == "auto":  # "the highest resolution available": what this server processes
-        return processed
+def _output_size(size: str, answer: tuple[int, int], shrink: float, cap: int) -> tuple[int, int]:
+    """The answer's width and height for ``size``. ``answer`` is what this server made; ``shrink``
+    how much the photo was scaled down to be processed (≥ 1), so ``answer × shrink`` is what remove.bg
+    would answer at full resolution. remove.bg's megapixel budget applies to that; a size this
+    server can't reach is refused, never answered smaller without a word."""
+    if size == "auto":  # "the highest resolution available": what this server makes
+        return answer
+    width, height = answer[0] * shrink, answer[1] * shrink
     megapixels = SIZES[size]
-    width, height = original
     if megapixels is not None and width * height > megapixels * 1e6:
         scale = math.sqrt(megapixels * 1e6 / (width * height))
-        width, height = max(1, int(width * scale)), max(1, int(height * scale))
-    if width * height > processed[0] * processed[1]:
+        width, height = width * scale, height * scale
+    width, height = max(1, int(width)), max(1, int(height))
+    if width > answer[0] or height > answer[1]:
+        if width * height <= answer[0] * answer[1] * 1.01:  # rounding, not a bigger answer
+            return answer
         raise _invalid(f"size={size} asks for {width}×{height}, but this server answers at most {cap} px on "
                        f"the long side (MAX_DIMENSION); use size=auto or regular")
     return width, height
 
 
-def _box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+def _box(mask: Image.Image) -> tuple[int, int, int, int]:
     """(top, left, width, height) of the pixels more opaque than not; zeros when there are none."""
-    rows, cols = np.nonzero(alpha >= 128)
-    if rows.size == 0:
-        return 0, 0, 0, 0
-    return int(rows.min()), int(cols.min()), int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)
+    box = subject_box(mask)
+    return (0, 0, 0, 0) if box is None else (box[1], box[0], box[2] - box[0], box[3] - box[1])
 
 
 @bp.post("/removebg")
 def removebg():
-    from .api import _admit, _deadline, _engine, _settings
-
-    settings = _settings()
+    settings = current_settings()
     if settings.api_key:
         given = request.headers.get("X-Api-Key", "")
         if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
             raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
-    started, deadline = time.perf_counter(), _deadline()
-    with _admit(deadline) as turn:
+    started, deadline = time.perf_counter(), request_deadline()
+    with admit_request(deadline) as turn:
         params = _params()
         data = _image(params, settings.max_file_size)
-        size, fmt, channels, color, soft = _check(params)
+        size, fmt, channels, soft = _check(params)
+        under = background("bg_image_file", params.get("bg_color"), "png", "bg_color")
+        # remove.bg's auto: a PNG where the answer has transparency, else a JPEG
+        opaque = under is not None and (isinstance(under, Image.Image) or len(under) == 3)
+        kind = fmt if fmt != "auto" else ("jpg" if opaque and channels == "rgba" else "png")
+        if kind == "jpg" and channels == "rgba" and not opaque:
+            raise _invalid("format=jpg has no transparency: give bg_color or bg_image_file, or ask for png")
+        options = Options(fmt=None, only_mask=channels == "alpha", hard_edges=not soft,
+                          crop=params.get("crop", "false").lower() == "true",
+                          crop_margin=parse_margin(params.get("crop_margin")), background=under)
         with turn():
-            result = cut_out(data, _engine(), settings, Options(fmt=None, color=color), deadline)
+            result = cut_out(data, current_engine(), settings, options, deadline)
             note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
             image, mask = result.image, result.mask
-            if not soft:
-                mask = mask.point(lambda v: 255 if v >= 128 else 0)
-                if color is None:
-                    image.putalpha(mask)
-                else:
-                    image = Image.composite(result.decoded.rgb, Image.new("RGB", image.size, color), mask)
-            if channels == "alpha":
-                image = mask
-            target = _output_size(size, image.size, result.decoded.original_size, settings.max_dimension)
+            shrink = result.decoded.original_size[0] / result.decoded.rgb.width
+            target = _output_size(size, image.size, shrink, settings.max_dimension)
             if target != image.size:
                 image = image.resize(target, Image.Resampling.LANCZOS)
                 mask = mask.resize(target, Image.Resampling.LANCZOS)
-            kind = fmt if fmt != "auto" else ("jpg" if color is not None else "png")
             body = encode(image, "jpeg" if kind == "jpg" else kind)
-    top, left, width, height = _box(np.asarray(mask))
+    top, left, width, height = _box(mask)
     headers = {"X-Width": str(image.width), "X-Height": str(image.height), "X-Foreground-Top": str(top),
                "X-Foreground-Left": str(left), "X-Foreground-Width": str(width),
-               "X-Foreground-Height": str(height), "X-Credits-Charged": "0", "X-Model-Used": _engine().spec.name,
+               "X-Foreground-Height": str(height), "X-Credits-Charged": "0",
+               "X-Model-Used": current_engine().spec.name,
                "X-Processing-Time-Ms": str(round((time.perf_counter() - started) * 1000))}
     if "application/json" in request.headers.get("Accept", ""):
         response = jsonify(data={"result_b64": base64.b64encode(body).decode("ascii"), "foreground_top": top,

@@ -337,3 +337,41 @@ def test_upload_names_become_safe_download_names(u2netp_server, sample_photo, na
     response = u2netp_server.post("/api/bg/remove", files={"file": (name, sample_photo.read_bytes())})
     assert response.status_code == 200
     assert response.headers["Content-Disposition"] == f'attachment; filename="{expected}"'
+
+
+def test_remove_honours_a_colour_a_translucent_colour_and_refuses_a_bad_one(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    opaque = image_answer(u2netp_server.post("/api/bg/remove", files=upload, data={"color": "00ff00"}),
+                          "image/png", "nobg_p.png")
+    assert opaque.mode == "RGB" and opaque.getpixel((508, 3))[1] > 200  # green sky
+    translucent = image_answer(u2netp_server.post("/api/bg/remove", files=upload,
+                                                  data={"color": "rgba(0,0,255,0.5)", "format": "webp"}),
+                               "image/webp", "nobg_p.webp")
+    assert translucent.mode == "RGBA" and 120 <= translucent.getpixel((508, 3))[3] <= 136
+    assert_json_error(u2netp_server.post("/api/bg/remove", files=upload, data={"color": "blurple"}), 400, "bad_color")
+
+
+def test_change_color_takes_transparent_webp_and_refuses_transparency_in_jpeg(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes())}
+    cut = image_answer(u2netp_server.post("/api/bg/change_color", files=upload,
+                                          data={"color": "transparent", "format": "webp"}), "image/webp", "bg_p.webp")
+    assert cut.mode == "RGBA" and cut.getpixel((508, 3))[3] == 0
+    response = u2netp_server.post("/api/bg/change_color", files=upload, data={"color": "transparent"})
+    assert_json_error(response, 400, "bad_color")
+    assert "JPEG" in response.json()["error"]
+
+
+def test_a_background_image_and_a_crop_on_our_api(u2netp_server, sample_photo):
+    upload = {"file": ("p.jpg", sample_photo.read_bytes()),
+              "bg_image_file": ("bg.png", save(Image.new("RGB", (64, 64), (200, 0, 0)), "PNG"))}
+    image = image_answer(u2netp_server.post("/api/bg/change_color", files=upload, data={"format": "png"}),
+                         "image/png", "bg_p.png")
+    assert image.mode == "RGB" and image.getpixel((508, 3))[0] > 150 and image.getpixel((508, 3))[1] < 60
+    plain = image_of(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())}))
+    cropped = image_of(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                          data={"crop": "true", "crop_margin": "5%"}))
+    box = plain.getchannel("A").getbbox()
+    width, height = box[2] - box[0], box[3] - box[1]
+    assert cropped.size == (width + 2 * round(0.05 * width), height + 2 * round(0.05 * height))
+    assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
+                                         data={"crop": "true", "crop_margin": "1 2 3"}), 400, "bad_request")

@@ -149,12 +149,15 @@ def test_cutout_and_composition():
 @pytest.mark.parametrize("text, rgb", [
     ("#00ff00", (0, 255, 0)), ("#0f0", (0, 255, 0)), ("10, 20,30", (10, 20, 30)),
     ("teal", (0, 128, 128)), ("White", (255, 255, 255)), (" #ABCDEF ", (171, 205, 239)),
+    ("00ff00", (0, 255, 0)), ("fff", (255, 255, 255)),  # remove.bg's form, without #
+    ("#ff000080", (255, 0, 0, 128)), ("rgba(0, 0, 255, 0.5)", (0, 0, 255, 128)), ("rgba(1,2,3,100%)", (1, 2, 3, 255)),
+    ("transparent", None), ("Transparent", None),
 ])
 def test_parse_color_accepts_documented_forms(text, rgb):
     assert parse_color(text) == rgb
 
 
-@pytest.mark.parametrize("text", ["", None, "nope", "#12", "256,0,0", "1,2", "#ff000080"])
+@pytest.mark.parametrize("text", ["", None, "nope", "#12", "256,0,0", "1,2", "rgba(0,0,0,2)", "rgba(300,0,0,1)", "ff00"])
 def test_parse_color_rejects_the_rest(text):
     with pytest.raises(BadColor):
         parse_color(text)

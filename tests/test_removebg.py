@@ -92,8 +92,10 @@ def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
 
 
 @pytest.mark.parametrize("params, code, words", [
-    ({"crop": "true"}, "invalid_parameters", "crop"),
+    ({"crop": "maybe"}, "invalid_parameters", "crop"),
+    ({"crop": "true", "crop_margin": "ten"}, "invalid_parameters", "crop_margin"),
     ({"format": "zip"}, "invalid_parameters", "zip"),
+    ({"format": "jpg"}, "invalid_parameters", "transparency"),
     ({"bg_image_url": "http://example.com/b.jpg"}, "invalid_parameters", "bg_image_url"),
     ({"shadow_type": "car"}, "invalid_parameters", "shadow_type"),
     ({"size": "huge"}, "invalid_parameters", "size"),
@@ -101,6 +103,30 @@ def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
 ])
 def test_what_cannot_be_honoured_is_refused_in_remove_bgs_shape(u2netp_server, sample_photo, params, code, words):
     assert words in errors_of(post(u2netp_server, sample_photo.read_bytes(), **params), 400, code)
+
+
+def test_crop_with_a_margin_cuts_to_the_subjects_box(u2netp_server, sample_photo):
+    plain = post(u2netp_server, sample_photo.read_bytes(), channels="alpha")
+    whole = np.asarray(Image.open(io.BytesIO(plain.content)))
+    rows, cols = np.nonzero(whole > 0)
+    cropped = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", crop="true", crop_margin="10px")
+    mask = Image.open(io.BytesIO(cropped.content))
+    # the subject touches the photo's left and bottom edges: the margin there is transparent padding
+    assert mask.size == (min(cols.max() + 1 + 10, 512 + 10) - max(cols.min() - 10, cols.min() - 10),
+                         rows.max() + 1 + 10 - (rows.min() - 10))
+    values = np.asarray(mask)
+    assert values[:10].max() == 0 and values[-10:].max() == 0  # the margins are empty
+    assert (cropped.headers["X-Width"], cropped.headers["X-Height"]) == (str(mask.width), str(mask.height))
+
+
+def test_a_background_image_is_put_behind_the_subject(u2netp_server, sample_photo):
+    red = save(Image.new("RGB", (300, 200), (220, 10, 10)), "PNG")
+    response = u2netp_server.post("/v1.0/removebg", files={"image_file": ("p.jpg", sample_photo.read_bytes()),
+                                                           "bg_image_file": ("bg.png", red)})
+    assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+    image = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    assert image.shape[:2] == (512, 512)
+    assert tuple(image[:8, -8:].reshape(-1, 3).mean(axis=0) > 150) == (True, False, False)  # red behind
 
 
 def test_bad_input_is_refused_in_remove_bgs_shape(u2netp_server):
