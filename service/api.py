@@ -225,4 +225,5 @@ def index():
         max_file_size_mb=settings.max_file_size_mb,
         max_dimension=settings.max_dimension,
         extensions=", ".join(ALLOWED_EXTENSIONS),
+        api_key_required=settings.api_key is not None,
     )

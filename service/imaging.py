@@ -222,6 +222,9 @@ def parse_color(text: str | None) -> Color | None:
         raise BadColor(f"unknown colour {text!r}: use {COLOR_FORMS}") from None
 
 
+# Mask levels this close to 0 or 255 count as certain (background, subject): networks leave a
+# faint haze over much of a photo, which is no part of the subject.
+CERTAIN_LEVEL = 5
 _MARGIN = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
 # remove.bg's limits on a crop margin, per side: half the subject's extent, and 500 px.
 MARGIN_MAX_SHARE, MARGIN_MAX_PX = 0.5, 500
@@ -251,10 +254,10 @@ def subject_box(mask: Image.Image, threshold: int = 128) -> tuple[int, int, int,
 
 def crop_to_subject(image: Image.Image, mask: Image.Image, margin: tuple[tuple[float, str], ...]
                     ) -> tuple[Image.Image, Image.Image]:
-    """``image`` and ``mask`` cut to the subject (every pixel not fully transparent) plus
-    ``margin`` (from :func:`parse_margin`), padded with transparency (the mask with 0) where the
-    margin passes the edge. An empty mask leaves both as they are."""
-    box = subject_box(mask, 1)
+    """``image`` and ``mask`` cut to the subject (every pixel above CERTAIN_LEVEL) plus ``margin``
+    (from :func:`parse_margin`), padded with transparency (the mask with 0) where the margin
+    passes the edge. An empty mask leaves both as they are."""
+    box = subject_box(mask, CERTAIN_LEVEL + 1)
     if box is None:
         return image, mask
     width, height = box[2] - box[0], box[3] - box[1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .imaging import CERTAIN_LEVEL
 from .memory import heap_buffers
 
 # The first pass spreads colours far into the band (radius 90 px), the second restores
@@ -25,10 +26,10 @@ from .memory import heap_buffers
 _RADII = (90, 6)
 _COARSE = 4
 _EPS = np.float32(1e-5)
-# Mask levels this close to 0 or 255 count as certain, here and in refine_mask. A colour
-# under α ≤ 5 shows at most 2% on any background; u2netp leaves such a haze over much
-# of a photo, and leaving it out shrinks the box the fine pass runs on by a quarter or more.
-_CERTAIN = 5
+# Mask levels within CERTAIN_LEVEL of 0 or 255 count as certain, here, in refine_mask and in
+# the crop. A colour under α ≤ 5 shows at most 2% on any background; u2netp leaves such a haze
+# over much of a photo, and leaving it out shrinks the box the fine pass runs on by a quarter or more.
+_CERTAIN = CERTAIN_LEVEL
 # Rows per strip of the fine pass: bounds its float32 copies to a few MB at any image size.
 _STRIP = 128
 

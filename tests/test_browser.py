@@ -1,10 +1,13 @@
 """The page at /, driven in headless Chromium (Debian's package) by Playwright, like a person would."""
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
 import pytest
+
+from .support import start_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a machine with no network but loopback: no background fetches, no sandbox as root.
@@ -111,3 +114,85 @@ def test_an_oversized_upload_answers_413_json_to_fetch(page):
       return {status: response.status, body: await response.json()};
     }""")
     assert answer["status"] == 413 and answer["body"]["code"] == "file_too_large"
+
+
+def put_file(page, path, event: str) -> None:
+    """Hand the page a file as a drop or a paste would, from the file's bytes."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    page.evaluate("""([data, name, event]) => {
+      const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+      const e = event === 'drop' ? new DragEvent('drop', {dataTransfer: transfer, bubbles: true})
+                                 : new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true});
+      document.dispatchEvent(e);
+    }""", [data, path.name, event])
+
+
+@pytest.mark.parametrize("event", ["drop", "paste"])
+def test_a_dropped_or_pasted_photo_is_processed(page, sample_photo, event):
+    assert page.is_hidden("#before") and page.is_hidden("#after")  # no broken-image placeholders
+    put_file(page, sample_photo, event)
+    page.wait_for_function("() => !document.getElementById('before').hidden")
+    page.click("#submit")
+    wait_for_result(page)
+    assert page.evaluate(TRANSPARENT_SHARE) > 0.2
+
+
+def test_crop_makes_the_result_the_subjects_size(page, photos):
+    page.set_input_files("#file", str(photos["coffee"]))  # a cup in the middle of a 600×400 table
+    page.check("#crop")
+    page.click("#submit")
+    wait_for_result(page)
+    width, height = page.evaluate("() => [document.getElementById('after').naturalWidth, "
+                                  "document.getElementById('after').naturalHeight]")
+    assert width < 500 and height <= 400
+
+
+def test_a_photo_over_the_size_limit_is_refused_before_upload(page, tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * (9 * 1024 * 1024))
+    requests_sent = []
+    page.on("request", lambda r: requests_sent.append(r.url) if r.method == "POST" else None)
+    page.set_input_files("#file", str(big))
+    assert "limit is 8 MB" in page.text_content("#error")
+    page.click("#submit")
+    page.wait_for_timeout(300)
+    assert requests_sent == []
+
+
+KEY = "page-test-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(base_env, tmp_path_factory):
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": KEY},
+                          tmp_path_factory.mktemp("page-keyed") / "server.log")
+    yield server
+    server.stop()
+
+
+def test_with_api_key_set_the_page_asks_for_the_key_and_keeps_it_for_the_tab(browser, keyed_server, sample_photo):
+    page = browser.new_page()
+    try:
+        page.goto(keyed_server.url + "/")
+        assert page.is_visible("#api-key")
+        page.set_input_files("#file", str(sample_photo))
+        page.fill("#api-key", "wrong")
+        page.dispatch_event("#api-key", "change")
+        page.click("#submit")
+        page.wait_for_function("() => document.getElementById('error').textContent.length > 0", timeout=30_000)
+        assert "X-API-Key" in page.text_content("#error")
+        page.fill("#api-key", KEY)
+        page.dispatch_event("#api-key", "change")
+        page.click("#submit")
+        wait_for_result(page)
+        assert page.evaluate(TRANSPARENT_SHARE) > 0.2
+        page.reload()
+        assert page.input_value("#api-key") == KEY  # session storage, this tab only
+    finally:
+        page.close()
+
+
+def test_without_api_key_the_page_has_no_key_field(page):
+    assert page.query_selector("#api-key") is None
