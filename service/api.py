@@ -15,7 +15,7 @@ from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, Unauthorize
 from .gate import AdmissionGate
 from .imaging import Background, decode_upload, parse_color, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
-from .pipeline import Options, cut_out
+from .pipeline import Options, Result, cut_out
 from .requestlog import note
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
@@ -102,8 +102,9 @@ def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
     return value
 
 
-def _image_response(body: bytes, fmt: str, filename: str, started: float) -> Response:
-    response = Response(body, mimetype=f"image/{fmt}")
+def _image_response(result: Result, fmt: str, filename: str, started: float) -> Response:
+    response = Response(result.body, mimetype=f"image/{fmt}")
+    response.headers.update(quality_headers(result))
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Model-Used"] = current_engine().spec.name
     response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
@@ -115,11 +116,20 @@ def request_deadline() -> float:
     return time.monotonic() + current_settings().request_timeout
 
 
-def _answer(data: bytes, options: Options, deadline: float) -> bytes:
-    """The pipeline's encoded answer for this upload; notes pixels and mask time for the log line."""
+def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
+    """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log line."""
     result = cut_out(data, current_engine(), current_settings(), options, deadline)
-    note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
-    return result.body
+    note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
+         confidence=round(result.confidence, 3))
+    return result
+
+
+def quality_headers(result: Result) -> dict[str, str]:
+    """X-Mask-Confidence, and X-Mask-Warning where the mask looks wrong (service/confidence.py)."""
+    headers = {"X-Mask-Confidence": f"{result.confidence:.3f}"}
+    if result.warning:
+        headers["X-Mask-Warning"] = result.warning
+    return headers
 
 
 def _flag(name: str) -> bool:
@@ -148,9 +158,9 @@ def remove():
                           crop_margin=parse_margin(_field("crop_margin")),
                           background=background("bg_image_file", _field("color"), fmt))
         with turn():
-            body = _answer(data, options, deadline)
+            result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
-    return _image_response(body, fmt, f"{prefix}_{stem}.{fmt}", started)
+    return _image_response(result, fmt, f"{prefix}_{stem}.{fmt}", started)
 
 
 @bp.post("/change_color")
@@ -165,9 +175,9 @@ def change_color():
                           crop_margin=parse_margin(_field("crop_margin")),
                           background=background("bg_image_file", _field("color"), fmt))
         with turn():
-            body = _answer(data, options, deadline)
+            result = run_pipeline(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt
-    return _image_response(body, fmt, f"bg_{stem}.{extension}", started)
+    return _image_response(result, fmt, f"bg_{stem}.{extension}", started)
 
 
 @bp.get("/health")

@@ -24,6 +24,12 @@ _ERROR_CODES = {
            "retry after `Retry-After` seconds",
 }
 
+_QUALITY_HEADERS = {
+    "X-Mask-Confidence": {"schema": {"type": "number", "minimum": 0, "maximum": 1},
+                          "description": "how far to trust the mask, read from the mask alone"},
+    "X-Mask-Warning": {"schema": {"type": "string", "enum": ["empty", "full", "fragmented", "uncertain"]},
+                       "description": "present where the mask looks wrong"},
+}
 _REFINE = {"type": "boolean", "default": False,
            "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
 _COLOR = {"type": "string", "examples": ["#00ff00", "00ff00", "#0f0", "0,255,0", "teal", "rgba(0,0,255,0.5)",
@@ -64,6 +70,7 @@ def _image_response(media: list[str], description: str) -> dict:
             "X-Model-Used": {"schema": {"type": "string"}},
             "X-Processing-Time-Ms": {"schema": {"type": "integer", "minimum": 0}},
             "Content-Disposition": {"schema": {"type": "string"}},
+            **_QUALITY_HEADERS,
         },
         "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in media},
     }
@@ -109,7 +116,7 @@ def _removebg_operation() -> dict:
                 k: v for k, v in params.items() if k not in ("image_file", "bg_image_file")}}}}},
         "responses": {
             "200": {"description": "the result image, or with `Accept: application/json` its base64 in JSON",
-                    "headers": box,
+                    "headers": {**box, **_QUALITY_HEADERS},
                     "content": {**{m: {"schema": {"type": "string", "format": "binary"}}
                                    for m in ("image/png", "image/jpeg", "image/webp")},
                                 "application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgResult"}}}},

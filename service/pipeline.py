@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .confidence import mask_confidence
 from .config import Settings
 from .engine import Engine
 from .imaging import Background, Decoded, compose, crop_to_subject, cutout, decode_upload, encode
@@ -43,6 +44,8 @@ class Result:
     image: Image.Image         # the answer before encoding: the mask, an RGBA cut-out or the composed photo
     body: bytes | None         # ``image`` encoded as Options.fmt
     model_ms: float            # prediction and refinement
+    confidence: float          # how far to trust the mask, 0–1 (service/confidence.py)
+    warning: str | None        # why the mask looks wrong, if it does
 
 
 def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = Options(),
@@ -53,6 +56,7 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     started = time.perf_counter()
     mask = engine.predict_alpha(decoded, options.refine, deadline)
     model_ms = (time.perf_counter() - started) * 1000
+    confidence, warning = mask_confidence(mask)
     if options.hard_edges:
         mask = mask.point(lambda v: 255 if v >= 128 else 0)
     # soft edges take the subject's estimated colour, not the photo's (which mixes in the old background)
@@ -62,4 +66,4 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     if not options.only_mask:
         image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None
-    return Result(decoded, mask, image, body, model_ms)
+    return Result(decoded, mask, image, body, model_ms, confidence, warning)

@@ -17,11 +17,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import admit_request, background, current_engine, current_settings, request_deadline
+from .api import (admit_request, background, current_engine, current_settings, quality_headers,
+                  request_deadline, run_pipeline)
 from .errors import Busy, ServiceError, drain_body
 from .imaging import encode, parse_margin, subject_box
-from .pipeline import Options, cut_out
-from .requestlog import note
+from .pipeline import Options
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 
@@ -191,8 +191,7 @@ def removebg():
                           crop=params.get("crop", "false").lower() == "true",
                           crop_margin=parse_margin(params.get("crop_margin")), background=under)
         with turn():
-            result = cut_out(data, current_engine(), settings, options, deadline)
-            note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1))
+            result = run_pipeline(data, options, deadline)
             image, mask = result.image, result.mask
             shrink = result.decoded.original_size[0] / result.decoded.rgb.width
             target = _output_size(size, image.size, shrink, settings.max_dimension)
@@ -204,7 +203,7 @@ def removebg():
     headers = {"X-Width": str(image.width), "X-Height": str(image.height), "X-Foreground-Top": str(top),
                "X-Foreground-Left": str(left), "X-Foreground-Width": str(width),
                "X-Foreground-Height": str(height), "X-Credits-Charged": "0",
-               "X-Model-Used": current_engine().spec.name,
+               "X-Model-Used": current_engine().spec.name, **quality_headers(result),
                "X-Processing-Time-Ms": str(round((time.perf_counter() - started) * 1000))}
     if "application/json" in request.headers.get("Accept", ""):
         response = jsonify(data={"result_b64": base64.b64encode(body).decode("ascii"), "foreground_top": top,

