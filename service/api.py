@@ -132,6 +132,14 @@ def quality_headers(result: Result) -> dict[str, str]:
     return headers
 
 
+def _size() -> dict:
+    """``size``: "default" answers at the processed size (MAX_DIMENSION at most), "full" at the
+    photo's own size up to MAX_OUTPUT_PIXELS (413 beyond)."""
+    if _choice("size", ("default", "full"), "default") == "default":
+        return {}
+    return {"output_pixels": current_settings().max_output_pixels, "shrink_to_fit": False}
+
+
 def _flag(name: str) -> bool:
     value = _field(name) or "false"
     if value not in ("true", "false"):
@@ -156,7 +164,7 @@ def remove():
         fmt = _choice("format", ("png", "webp"), "png")
         options = Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
                           crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt))
+                          background=background("bg_image_file", _field("color"), fmt), **_size())
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
@@ -173,7 +181,7 @@ def change_color():
             parse_color(_field("color"))  # a colour or an image is needed here: "missing colour" otherwise
         options = Options(fmt=fmt, refine=_flag("refine"), crop=_flag("crop"),
                           crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt))
+                          background=background("bg_image_file", _field("color"), fmt), **_size())
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt

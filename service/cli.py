@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="rembg's model folder (default: $U2NET_HOME or ~/.u2net); missing files are made")
     bench.add_argument("--refine", action="store_true",
                        help="also run each model's load with refine=true, on a fresh server")
+    bench.add_argument("--size", choices=("default", "full"), default="default",
+                       help="the answers' size: full = each photo's own (up to MAX_OUTPUT_PIXELS)")
     bench.add_argument("--memory-limit", type=int, metavar="MB",
                        help="run each server in a memory cgroup of MB (as a container host does); count OOM kills")
     bench.add_argument("--stages", action="store_true",
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             return stages(args.models, photos, args.threads)
         try:
             return bench(args.models, photos, args.requests, args.concurrency,
-                         args.threads, args.rembg, args.rembg_home, args.refine, args.memory_limit)
+                         args.threads, args.rembg, args.rembg_home, args.refine, args.memory_limit, args.size)
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

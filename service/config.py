@@ -57,6 +57,7 @@ class Settings:
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
+    max_output_pixels: int = 12_000_000         # largest answer at a photo's own size (size=full)
     max_waiting: int = 64 * 1024 * 1024         # bytes of uploads waiting behind the running one
     request_timeout: float = 60.0               # seconds from arrival to the end of the model run
     host: str = "0.0.0.0"
@@ -88,6 +89,7 @@ class Settings:
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
+            max_output_pixels=_int(env, "MAX_OUTPUT_PIXELS", 12_000_000, 1, 100_000_000),
             max_waiting=_int(env, "MAX_WAITING_MB", 64, 0, 4096) * 1024 * 1024,
             request_timeout=float(_int(env, "REQUEST_TIMEOUT_S", 60, 1, 3600)),
             host=env.get("HOST") or "0.0.0.0",

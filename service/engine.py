@@ -12,8 +12,7 @@ from PIL import Image
 from .catalog import ModelSpec
 from .config import Settings
 from .errors import InferenceFailed, TimedOut
-from .imaging import Decoded, combine_alpha, postprocess, preprocess
-from .matting import refine_mask
+from .imaging import postprocess, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +128,3 @@ class Engine:
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
         return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size)
-
-    def predict_alpha(self, decoded: Decoded, refine: bool = False, deadline: float | None = None) -> Image.Image:
-        """A decoded upload → its cut-out's alpha: the model's mask, with ``refine`` fitted to the
-        photo's edges (:func:`service.matting.refine_mask`), limited by the upload's own alpha."""
-        mask = self.predict_mask(decoded.rgb, deadline)
-        if refine:
-            mask = refine_mask(decoded.rgb, mask, self.spec.input_size)
-        return combine_alpha(mask, decoded.alpha)

@@ -122,6 +122,14 @@ def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dim
     return Decoded(rgb=img, alpha=alpha, original_size=original_size, format=fmt)
 
 
+def shrink(decoded: Decoded, long_side: int) -> Decoded:
+    """``decoded`` scaled down (LANCZOS) so that its long side is ``long_side``."""
+    scale = long_side / max(decoded.rgb.size)
+    size = (max(1, round(decoded.rgb.width * scale)), max(1, round(decoded.rgb.height * scale)))
+    alpha = decoded.alpha.resize(size, Image.Resampling.LANCZOS) if decoded.alpha is not None else None
+    return Decoded(decoded.rgb.resize(size, Image.Resampling.LANCZOS), alpha, decoded.original_size, decoded.format)
+
+
 def preprocess(rgb: Image.Image, spec: ModelSpec) -> np.ndarray:
     """RGB image → network input, float32 of shape (1, 3, S, S) with S = spec.input_size.
 

@@ -30,6 +30,9 @@ _QUALITY_HEADERS = {
     "X-Mask-Warning": {"schema": {"type": "string", "enum": ["empty", "full", "fragmented", "uncertain"]},
                        "description": "present where the mask looks wrong"},
 }
+_SIZE = {"size": {"type": "string", "enum": ["default", "full"], "default": "default",
+                  "description": "default: at most MAX_DIMENSION on the long side; full: the photo's own size, "
+                                 "up to MAX_OUTPUT_PIXELS (413 beyond)"}}
 _REFINE = {"type": "boolean", "default": False,
            "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
 _COLOR = {"type": "string", "examples": ["#00ff00", "00ff00", "#0f0", "0,255,0", "teal", "rgba(0,0,255,0.5)",
@@ -198,6 +201,7 @@ def openapi_document(settings: Settings) -> dict:
                     "refine": _REFINE,
                     "color": _COLOR,
                     **_BACKGROUND,
+                    **_SIZE,
                 }, []),
                 "responses": {"200": _image_response(["image/png", "image/webp"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
@@ -214,6 +218,7 @@ def openapi_document(settings: Settings) -> dict:
                     "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"], "default": "jpeg"},
                     "refine": _REFINE,
                     **_BACKGROUND,
+                    **_SIZE,
                 }, []),
                 "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},

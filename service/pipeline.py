@@ -1,12 +1,13 @@
 """The one path from upload bytes to the encoded answer, walked by the API, remove.bg's API, the
 CLI and eval.
 
-``decode → predict (run, postprocess, refine) → cut out → crop → compose → encode``: each caller
+``decode → predict (run, postprocess, refine) → scale up → cut out → crop → compose → encode``: each caller
 adds only its own edge (an HTTP form, files on disk, a score table), so what the bench measures
 through the API is what users of every entry point get.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -15,8 +16,10 @@ from PIL import Image
 from .confidence import mask_confidence
 from .config import Settings
 from .engine import Engine
-from .imaging import Background, Decoded, compose, crop_to_subject, cutout, decode_upload, encode
-from .matting import estimate_foreground
+from .errors import ImageTooLarge
+from .imaging import (Background, Decoded, combine_alpha, compose, crop_to_subject, cutout, decode_upload, encode,
+                      shrink)
+from .matting import estimate_foreground, refine_mask
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Options:
     the cut-out. ``refine``: edges fitted to the photo. ``hard_edges``: alpha 0 or 255 only.
     ``crop``: cut to the subject plus ``crop_margin`` (:func:`service.imaging.parse_margin`).
     ``background``: a colour or an image to put the subject on (None: transparent).
+    ``output_pixels``: answer at the photo's own size, scaled down to at most this many pixels
+    (None: at the size it is processed at, MAX_DIMENSION on the long side at most); with
+    ``shrink_to_fit`` False a larger photo is refused (ImageTooLarge, 413) instead.
     """
     fmt: str | None = "png"
     only_mask: bool = False
@@ -35,6 +41,8 @@ class Options:
     crop: bool = False
     crop_margin: tuple[tuple[float, str], ...] = ((0.0, "px"),) * 4
     background: Background | None = None
+    output_pixels: int | None = None
+    shrink_to_fit: bool = True
 
 
 @dataclass
@@ -48,14 +56,35 @@ class Result:
     warning: str | None        # why the mask looks wrong, if it does
 
 
+def answer_long_side(original: tuple[int, int], pixels: int) -> int:
+    """The long side of ``original`` (width, height) scaled down to at most ``pixels`` pixels."""
+    width, height = original
+    return max(1, math.floor(max(width, height) * min(1.0, math.sqrt(pixels / (width * height)))))
+
+
 def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = Options(),
             deadline: float | None = None) -> Result:
     """Upload bytes → :class:`Result`. Raises the typed errors of decoding (4xx) and of the model
     run (TimedOut at ``deadline``, InferenceFailed)."""
     decoded = decode_upload(data, settings.max_dimension, settings.max_pixels)
     started = time.perf_counter()
-    mask = engine.predict_alpha(decoded, options.refine, deadline)
+    mask = engine.predict_mask(decoded.rgb, deadline)
+    if options.refine:
+        mask = refine_mask(decoded.rgb, mask, engine.spec.input_size)
     model_ms = (time.perf_counter() - started) * 1000
+    if options.output_pixels:
+        width, height = decoded.original_size
+        if width * height > options.output_pixels and not options.shrink_to_fit:
+            raise ImageTooLarge(f"image is {width}×{height}; answers at its own size go up to "
+                                f"{options.output_pixels:,} pixels (MAX_OUTPUT_PIXELS)")
+        long_side = answer_long_side(decoded.original_size, options.output_pixels)
+        if long_side > max(decoded.rgb.size):
+            # decoded again at the answer's size, only now: the model's run never shares memory with it
+            decoded = decode_upload(data, long_side, settings.max_pixels)
+        elif long_side < max(decoded.rgb.size):
+            decoded = shrink(decoded, long_side)
+        mask = mask.resize(decoded.rgb.size, Image.Resampling.LANCZOS)
+    mask = combine_alpha(mask, decoded.alpha)  # the upload's own transparency stays
     confidence, warning = mask_confidence(mask)
     if options.hard_edges:
         mask = mask.point(lambda v: 255 if v >= 128 else 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import math
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -20,7 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .api import (admit_request, background, current_engine, current_settings, quality_headers,
                   request_deadline, run_pipeline)
 from .errors import Busy, ServiceError, drain_body
-from .imaging import encode, parse_margin, subject_box
+from .imaging import parse_margin, subject_box
 from .pipeline import Options
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
@@ -142,25 +141,14 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
     return size, fmt, channels, semitransparency == "true"
 
 
-def _output_size(size: str, answer: tuple[int, int], shrink: float, cap: int) -> tuple[int, int]:
-    """The answer's width and height for ``size``. ``answer`` is what this server made; ``shrink``
-    how much the photo was scaled down to be processed (≥ 1), so ``answer × shrink`` is what remove.bg
-    would answer at full resolution. remove.bg's megapixel budget applies to that; a size this
-    server can't reach is refused, never answered smaller without a word."""
-    if size == "auto":  # "the highest resolution available": what this server makes
-        return answer
-    width, height = answer[0] * shrink, answer[1] * shrink
+def _output(size: str, max_output_pixels: int) -> dict:
+    """The pipeline's output options for remove.bg's ``size``: a megapixel budget the photo is
+    scaled down to; ``full`` and ``4k`` are the photo's own size, refused (413) over
+    MAX_OUTPUT_PIXELS; ``auto``, the highest this server gives, scales down to it."""
     megapixels = SIZES[size]
-    if megapixels is not None and width * height > megapixels * 1e6:
-        scale = math.sqrt(megapixels * 1e6 / (width * height))
-        width, height = width * scale, height * scale
-    width, height = max(1, int(width)), max(1, int(height))
-    if width > answer[0] or height > answer[1]:
-        if width * height <= answer[0] * answer[1] * 1.01:  # rounding, not a bigger answer
-            return answer
-        raise _invalid(f"size={size} asks for {width}×{height}, but this server answers at most {cap} px on "
-                       f"the long side (MAX_DIMENSION); use size=auto or regular")
-    return width, height
+    if megapixels is None:
+        return {"output_pixels": max_output_pixels, "shrink_to_fit": size == "auto"}
+    return {"output_pixels": min(int(megapixels * 1e6), max_output_pixels)}
 
 
 def _box(mask: Image.Image) -> tuple[int, int, int, int]:
@@ -187,19 +175,14 @@ def removebg():
         kind = fmt if fmt != "auto" else ("jpg" if opaque and channels == "rgba" else "png")
         if kind == "jpg" and channels == "rgba" and not opaque:
             raise _invalid("format=jpg has no transparency: give bg_color or bg_image_file, or ask for png")
-        options = Options(fmt=None, only_mask=channels == "alpha", hard_edges=not soft,
+        options = Options(fmt="jpeg" if kind == "jpg" else kind, only_mask=channels == "alpha", hard_edges=not soft,
                           crop=params.get("crop", "false").lower() == "true",
-                          crop_margin=parse_margin(params.get("crop_margin")), background=under)
+                          crop_margin=parse_margin(params.get("crop_margin")), background=under,
+                          **_output(size, settings.max_output_pixels))
         with turn():
             result = run_pipeline(data, options, deadline)
-            image, mask = result.image, result.mask
-            shrink = result.decoded.original_size[0] / result.decoded.rgb.width
-            target = _output_size(size, image.size, shrink, settings.max_dimension)
-            if target != image.size:
-                image = image.resize(target, Image.Resampling.LANCZOS)
-                mask = mask.resize(target, Image.Resampling.LANCZOS)
-            body = encode(image, "jpeg" if kind == "jpg" else kind)
-    top, left, width, height = _box(mask)
+    image, body = result.image, result.body
+    top, left, width, height = _box(result.mask)
     headers = {"X-Width": str(image.width), "X-Height": str(image.height), "X-Foreground-Top": str(top),
                "X-Foreground-Left": str(left), "X-Foreground-Width": str(width),
                "X-Foreground-Height": str(height), "X-Credits-Charged": "0",

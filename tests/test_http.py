@@ -375,3 +375,13 @@ def test_a_background_image_and_a_crop_on_our_api(u2netp_server, sample_photo):
     assert cropped.size == (width + 2 * round(0.05 * width), height + 2 * round(0.05 * height))
     assert_json_error(u2netp_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
                                          data={"crop": "true", "crop_margin": "1 2 3"}), 400, "bad_request")
+
+
+def test_size_full_answers_at_the_photos_own_size_up_to_max_output_pixels(u2netp_server):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("big.jpg", save(gradient(4000, 3000), "JPEG"))},
+                                  data={"size": "full"})
+    assert image_answer(response, "image/png", "nobg_big.png").size == (4000, 3000)
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("big.jpg", save(gradient(5000, 3000), "JPEG"))},
+                                  data={"size": "full"})
+    assert_json_error(response, 413, "image_too_large")
+    assert "MAX_OUTPUT_PIXELS" in response.json()["error"]

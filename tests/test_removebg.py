@@ -11,7 +11,7 @@ from PIL import Image
 from service.imaging import decode_upload
 from service.tools.evaluate import iou
 
-from .support import save, start_server
+from .support import gradient, save, start_server
 
 KEY = "removebg-test-key"
 
@@ -47,14 +47,22 @@ def test_the_default_answer_is_a_transparent_png_with_remove_bgs_headers(u2netp_
                    "Height": rows.max() - rows.min() + 1}
 
 
-def test_size_regular_is_a_quarter_megapixel_and_hd_beyond_the_servers_size_is_refused(u2netp_server):
-    photo = save(Image.effect_noise((3000, 2000), 60).convert("RGB"), "JPEG")
-    response = post(u2netp_server, photo, size="regular")
+@pytest.mark.parametrize("size, pixels", [("regular", 250_000), ("medium", 1_500_000), ("hd", 4_000_000),
+                                          ("full", 6_000_000), ("auto", 6_000_000)])
+def test_sizes_are_remove_bgs_megapixels_up_to_the_photos_own(u2netp_server, size, pixels):
+    photo = save(gradient(3000, 2000), "JPEG")
+    response = post(u2netp_server, photo, size=size, channels="alpha")
     image = Image.open(io.BytesIO(response.content))
-    assert response.status_code == 200 and image.width * image.height <= 250_000
-    assert abs(image.width / image.height - 1.5) < 0.01 and image.width * image.height > 240_000
-    detail = errors_of(post(u2netp_server, photo, size="hd"), 400, "invalid_parameters")
-    assert "MAX_DIMENSION" in detail and "size=auto" in detail
+    assert response.status_code == 200 and 0.97 * pixels <= image.width * image.height <= pixels
+    assert abs(image.width / image.height - 1.5) < 0.01
+    assert (response.headers["X-Width"], response.headers["X-Height"]) == (str(image.width), str(image.height))
+
+
+def test_size_full_over_the_servers_output_limit_is_413_and_auto_scales_down(u2netp_server):
+    photo = save(gradient(5000, 3000), "JPEG")  # 15 MP, over MAX_OUTPUT_PIXELS (12 M)
+    assert "MAX_OUTPUT_PIXELS" in errors_of(post(u2netp_server, photo, size="full"), 413, "image_too_large")
+    image = Image.open(io.BytesIO(post(u2netp_server, photo, size="auto", channels="alpha").content))
+    assert 0.99 * 12_000_000 <= image.width * image.height <= 12_000_000
 
 
 def test_bg_color_without_hash_gives_a_jpeg_on_that_colour(u2netp_server, sample_photo):

@@ -203,7 +203,7 @@ START_TIMEOUT = 120  # seconds for a server to become healthy
 
 
 def bench_model(model: str, payloads, total: int, concurrency: int, threads: int, log: Path,
-                refine: bool = False, memory_limit: int | None = None) -> dict:
+                refine: bool = False, memory_limit: int | None = None, size: str = "default") -> dict:
     """One server's run of the load; with ``memory_limit`` (MiB) the server runs in a memory
     cgroup of that size, as a container host runs it, and its OOM kills are counted."""
     from .cgroup import MemoryCgroup
@@ -243,7 +243,8 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
             t = time.perf_counter()
             try:
                 status = requests.post(url + "/api/bg/remove", files={"file": (name, data)},
-                                       data={"refine": "true"} if refine else {}, timeout=600).status_code
+                                       data={"size": size, **({"refine": "true"} if refine else {})},
+                                       timeout=600).status_code
             except requests.ConnectionError:  # the server is gone (killed for memory, in a cgroup)
                 status = 0
             times.append(time.perf_counter() - t)
@@ -297,7 +298,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 def main(models: list[str], photos: Path | None, total: int, concurrency: int, threads: int,
          rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False,
-         memory_limit: int | None = None) -> int:
+         memory_limit: int | None = None, size: str = "default") -> int:
     from ..config import Settings
     from .cgroup import CgroupUnavailable, MemoryCgroup
     from .versus import REMBG_MODEL, prepare_rembg_home, rembg_timing
@@ -313,7 +314,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     settings = Settings.from_env()
     weights = "float32" if settings.float_weights else "int8"
     print(f"load: {total} requests cycling {len(payloads)} images, the last {total // 3} "
-          f"{concurrency} at a time; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
+          f"{concurrency} at a time, size={size}; {threads} inference thread(s); BG_REMOVAL_WEIGHTS={weights}; "
           f"{os.cpu_count()} CPUs: {cpu_description()}", flush=True)
     if rembg:
         rembg_home = prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
@@ -323,13 +324,13 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     rows, versus = [], []
     for model in models:
         r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{model}.log"),
-                        memory_limit=memory_limit)
+                        memory_limit=memory_limit, size=size)
         bare = bare_run_seconds(model, threads)
         runs = [(model, r)]
         if refine:  # the same load again with refine=true, on a fresh server
             runs.append((f"{model} refine", bench_model(model, payloads, total, concurrency, threads,
                                                           Path(f"/tmp/bench-{model}-refine.log"), refine=True,
-                                                          memory_limit=memory_limit)))
+                                                          memory_limit=memory_limit, size=size)))
         for label, run in runs:
             rows.append((label, f"{run['cold_start_s']:.2f}", f"{run['rss_start']:.0f}", f"{run['rss_20']:.0f}",
                          f"{run['rss_end']:.0f}", f"{run['rss_cleared']:.0f}", f"{run['peak_tree']:.0f}",
