@@ -68,8 +68,8 @@ def test_the_server_imports_no_tooling(base_env):
 def test_pip_install_gives_a_bg_removal_command_with_its_data(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".models", ".git", "__pycache__", "eval-out"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(tmp_path / "wheel")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source),
+                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path / "wheel").glob("*.whl"))
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

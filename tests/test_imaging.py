@@ -157,7 +157,8 @@ def test_parse_color_accepts_documented_forms(text, rgb):
     assert parse_color(text) == rgb
 
 
-@pytest.mark.parametrize("text", ["", None, "nope", "#12", "256,0,0", "1,2", "rgba(0,0,0,2)", "rgba(300,0,0,1)", "ff00"])
+@pytest.mark.parametrize("text", ["", None, "nope", "#12", "256,0,0", "1,2", "rgba(0,0,0,2)", "rgba(300,0,0,1)",
+                                  "ff00"])
 def test_parse_color_rejects_the_rest(text):
     with pytest.raises(BadColor):
         parse_color(text)

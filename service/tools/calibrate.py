@@ -16,7 +16,6 @@ that keeping every tensor of every photo would take).
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 
