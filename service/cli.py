@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                         description="The same as python app_isnet_tiny.py: makes the configured model ready, "
                                     "then serves it with gunicorn; settings come from the environment.")
 
+    commands.add_parser("models", help="list the catalog: input, file size, memory at work, licence, sources")
+
     fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
                                 description="Make models ready in $MODEL_DIR, trying $BG_MODEL_MIRROR first, "
                                             "then each source in the catalog. Exits 1 if any model fails.")
@@ -236,6 +238,21 @@ def _remove(args, settings) -> int:
     return 1 if failed else 0
 
 
+def _models() -> int:
+    from .catalog import DEFAULT_MODEL
+    from .fetch import describe_source
+
+    print("| model | input | file MB | memory at work MB | licence | sources |")
+    print("|---|---|---|---|---|---|")
+    for spec in CATALOG.values():
+        name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
+        size = f"{spec.size / 1e6:.1f}" if spec.size else "?"
+        memory = str(spec.memory_mb) if spec.memory_mb else "?"
+        sources = "; ".join(describe_source(s) for s in spec.sources)
+        print(f"| {name} | {spec.input_size}² | {size} | {memory} | {spec.licence} | {sources} |")
+    return 0
+
+
 def _calibrate(args, settings) -> int:
     import json
 
@@ -279,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads, args.refine,
                        args.rembg, args.rembg_home, args.reference))
         return 0
+    if args.command == "models":
+        return _models()
     if args.command == "serve":
         from .server import serve
 

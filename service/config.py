@@ -54,6 +54,8 @@ class Settings:
     mirror: Path | None = None
     threads: int = 1
     float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
+    device: str = "auto"                        # auto, cpu, cuda, tensorrt (service/device.py)
+    fallback: bool = False                      # a missing device or model gives way to the CPU / u2netp
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
@@ -86,6 +88,8 @@ class Settings:
             mirror=Path(mirror).expanduser() if mirror else None,
             threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
             float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",
+            device=_choice(env, "BG_REMOVAL_DEVICE", ("auto", "cpu", "cuda", "tensorrt"), "auto"),
+            fallback=_choice(env, "BG_REMOVAL_FALLBACK", ("true", "false"), "false") == "true",
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),

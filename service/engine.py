@@ -61,8 +61,12 @@ class Engine:
     """
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, mem_reuse: bool = False,
-                 float_weights: bool = False):
+                 float_weights: bool = False, device: str = "cpu", fallback: bool = False):
         import onnxruntime as ort  # heavy: only where a model is really run
+
+        from .device import place
+
+        self.placement = place(device, ort.get_available_providers(), fallback, path.parent / "tensorrt-cache")
 
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = False
@@ -84,7 +88,8 @@ class Engine:
         self.spec = spec
         self.threads = threads
         self.float_weights = float_weights
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=self.placement.providers)
+        self.providers = self.session.get_providers()  # what ONNX Runtime really assigned
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = spec.output or self.session.get_outputs()[0].name
 
@@ -95,7 +100,8 @@ class Engine:
         from .fetch import fetch_model
 
         path = fetch_model(spec, settings.model_dir, settings.mirror, show_progress=show_progress)
-        return cls(spec, path, threads, float_weights=settings.float_weights)
+        return cls(spec, path, threads, float_weights=settings.float_weights, device=settings.device,
+                   fallback=settings.fallback)
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32.

@@ -225,7 +225,7 @@ def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
     progress.update(part.stat().st_size)
 
 
-def _describe(source: Source | Path) -> str:
+def describe_source(source: Source | Path) -> str:
     if isinstance(source, Path):
         return f"mirror {source}"
     if isinstance(source, Url):
@@ -269,7 +269,7 @@ def fetch_model(spec: ModelSpec | DataFile, model_dir: Path, mirror: Path | None
     failures = []
     sources = ([mirror] if mirror is not None else []) + list(spec.sources)
     for source in sources:
-        description = _describe(source)
+        description = describe_source(source)
         part = model_dir / f".{spec.filename}.{os.getpid()}.part"
         progress = Progress(spec.name, spec.size, enabled=show_progress)
         try:

@@ -7,6 +7,7 @@ import gc
 import os
 import resource
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 _MB = 1024 * 1024
@@ -17,6 +18,29 @@ def rss_mb() -> float:
     """Resident set size of this process now, in MiB (Linux's /proc/self/statm)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * _PAGE / _MB
+
+
+def cgroup_limit_mb() -> float | None:
+    """This process's memory cgroup limit in MiB (v2 or v1), None where there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2
+            candidate = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
+        elif "memory" in controllers.split(","):
+            candidate = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            value = candidate.read_text().strip()
+        except OSError:
+            continue
+        if value != "max" and int(value) < 2**60:
+            return int(value) / _MB
+    return None
 
 
 def peak_rss_mb() -> float:

@@ -102,10 +102,17 @@ def serve(app_uri: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        ensure_model(settings)
-    except (ConfigError, RuntimeError) as exc:
+    except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(1)
+    try:
+        ensure_model(settings)
+    except RuntimeError as exc:
+        if not settings.fallback:
+            log.error("%s", exc)
+            sys.exit(1)
+        # the worker gives way to the fallback model when it loads (service._load_engine)
+        log.warning("%s", str(exc).splitlines()[0])
 
     from gunicorn.app.base import BaseApplication
     from gunicorn.util import import_app

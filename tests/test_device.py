@@ -1,0 +1,98 @@
+"""BG_REMOVAL_DEVICE, BG_REMOVAL_FALLBACK and the model catalog's memory figures, on this CPU-only
+machine: the choice, the refusal and the fallbacks are real; CUDA and TensorRT themselves are not run."""
+from __future__ import annotations
+
+import pytest
+
+from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, place
+from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+
+from .support import start_server
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+def test_auto_takes_the_best_provider_installed(tmp_path):
+    assert place("auto", [CPU], False, tmp_path).device == "cpu"
+    assert place("auto", [CUDA, CPU], False, tmp_path).device == "cuda"
+    placement = place("auto", [TRT, CUDA, CPU], False, tmp_path)
+    assert placement.device == "tensorrt" and placement.fallback_reason is None
+    trt, cuda, cpu = placement.providers
+    assert trt[1]["trt_engine_cache_path"] == str(tmp_path) and trt[1]["trt_engine_cache_enable"]
+    assert cuda == (CUDA, {"gpu_mem_limit": CUDA_MEMORY_LIMIT, "arena_extend_strategy": "kSameAsRequested"})
+    assert cpu == CPU
+
+
+def test_a_missing_device_is_refused_or_falls_back_to_the_cpu_with_its_reason(tmp_path):
+    with pytest.raises(DeviceUnavailable, match="BG_REMOVAL_DEVICE=cuda.*BG_REMOVAL_FALLBACK"):
+        place("cuda", [CPU], False, tmp_path)
+    placement = place("tensorrt", [CPU], True, tmp_path)
+    assert placement.device == "cpu" and placement.providers == [CPU]
+    assert "TensorrtExecutionProvider is not in this onnxruntime" in placement.fallback_reason
+
+
+def test_the_server_refuses_to_start_on_a_missing_device(base_env, tmp_path):
+    with pytest.raises(RuntimeError, match="exited") as info:
+        start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_DEVICE": "cuda"},
+                     tmp_path / "server.log", timeout=120)
+    assert "BG_REMOVAL_DEVICE=cuda: CUDAExecutionProvider is not in this onnxruntime" in str(info.value)
+
+
+def test_with_fallback_the_server_says_where_it_runs_and_why(base_env, tmp_path):
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_DEVICE": "cuda",
+                           "BG_REMOVAL_FALLBACK": "true"}, tmp_path / "server.log")
+    try:
+        device = server.get("/api/bg/status").json()["device"]
+        assert device["requested"] == "cuda" and device["used"] == "cpu" and device["providers"] == [CPU]
+        assert "CUDAExecutionProvider" in device["fallback_reason"] and device["gpu"] is None
+        assert server.get("/api/bg/health").json()["device"] == "cpu"
+        assert "device fallback: BG_REMOVAL_DEVICE=cuda" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_with_fallback_a_model_that_cannot_be_had_gives_way_to_u2netp(base_env, model_dir, tmp_path, sample_photo):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "u2netp.onnx").symlink_to(model_dir / "u2netp.onnx")
+    env = {**base_env, "BG_REMOVAL_MODEL": "silueta", "MODEL_DIR": str(tmp_path / "models"),
+           "BG_MODEL_MIRROR": str(mirror), "BG_REMOVAL_FALLBACK": "true"}
+    server = start_server(env, tmp_path / "server.log", timeout=120)
+    try:
+        status = server.get("/api/bg/status").json()
+        assert status["requested_model"] == "silueta" and status["model"] == "u2netp"
+        assert "silueta could not be loaded" in status["model_fallback_reason"]
+        response = server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())})
+        assert response.status_code == 200 and response.headers["X-Model-Used"] == "u2netp"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cgroup_300():
+    try:
+        group = MemoryCgroup(300)
+    except CgroupUnavailable as exc:
+        pytest.skip(str(exc))
+    yield group
+    group.remove()
+
+
+def test_a_model_that_needs_more_than_the_containers_limit_is_refused_or_falls_back(base_env, cgroup_300, tmp_path):
+    with pytest.raises(RuntimeError, match="exited") as info:
+        start_server(dict(base_env), tmp_path / "refused.log", preexec_fn=cgroup_300.enter)
+    assert "isnet-general-tiny needs about 385 MB at work; this container's memory limit is 300 MB" in str(info.value)
+    server = start_server({**base_env, "BG_REMOVAL_FALLBACK": "true"}, tmp_path / "fallback.log",
+                          preexec_fn=cgroup_300.enter)
+    try:
+        assert server.get("/api/bg/status").json()["model"] == "u2netp"
+    finally:
+        server.stop()
+
+
+def test_models_lists_the_catalog_with_licences_and_memory(run_cli):
+    result = run_cli("models")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines()[2:]}
+    assert "isnet-general-tiny (default)" in rows and "| 385 |" in rows["isnet-general-tiny (default)"]
+    assert "AGPL-3.0" in rows["isnet-general-use-fp16"] and "Apache-2.0" in rows["u2netp"]
