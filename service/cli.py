@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     existing.add_argument("--skip-existing", action="store_true",
                           help="batch: leave outputs that exist already as they are (resume a batch)")
     remove.add_argument("--quiet", action="store_true", help="no progress bar")
+    remove.add_argument("--server", metavar="URL", help="send the images to a running service at URL instead "
+                                                       "(waits as its Retry-After says when it is busy)")
+    remove.add_argument("--concurrency", type=int, default=2, metavar="N", help="with --server: N at a time")
+    remove.add_argument("--api-key", metavar="KEY", help="with --server: its API key (default: $API_KEY)")
 
     commands.add_parser("serve", help="start the production server (gunicorn) on $HOST:$PORT",
                         description="The same as python app_isnet_tiny.py: makes the configured model ready, "
@@ -207,32 +211,51 @@ def _remove(args, settings) -> int:
         return 2
     try:
         color = parse_color(args.color) if args.color else None
-        spec = CATALOG[args.model or settings.model]
-        engine = Engine.fetched(spec, settings, settings.threads)
         if args.out_dir is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
+        if args.server:
+            from .remote import Remote
+
+            spec_name = args.server
+            work = Remote(args.server, args.api_key or os.environ.get("API_KEY"), FORMATS[suffix],
+                          args.only_mask, args.refine, args.color).cut_out
+        else:
+            spec = CATALOG[args.model or settings.model]
+            spec_name = spec.name
+            engine = Engine.fetched(spec, settings, settings.threads)
+            options = Options(fmt=FORMATS[suffix], only_mask=args.only_mask, refine=args.refine, background=color)
+            work = lambda data: cut_out(data, engine, settings, options).body  # noqa: E731
     except (ServiceError, FetchError, OSError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
 
     batch = args.out_dir is not None
-    options = Options(FORMATS[suffix], args.only_mask, args.refine, color)
     progress = Progress("remove", len(jobs), enabled=batch and not args.quiet, unit="images")
     failed = []
-    for source, target in jobs:
+
+    def one(job: tuple[Path, Path]) -> None:
+        source, target = job
         try:
             if target.resolve() == source.resolve():
                 raise OSError("the result would overwrite the input")
-            result = cut_out(source.read_bytes(), engine, settings, options)
-            _write_new(result.body, target)
+            _write_new(work(source.read_bytes()), target)
             if not batch:
-                print(f"{target} ({result.image.width}×{result.image.height}, {spec.name})")
+                print(f"{target} ({spec_name})")
         except (ServiceError, OSError) as exc:
             failed.append((source, getattr(exc, "message", None) or str(exc)))
         progress.update(1)
+
+    if args.server and args.concurrency > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(one, jobs))
+    else:
+        for job in jobs:
+            one(job)
     progress.close()
     if batch:
-        print(f"{len(jobs) - len(failed)} of {len(jobs)} written to {args.out_dir} ({spec.name})")
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} written to {args.out_dir} ({spec_name})")
     for source, message in failed:
         print(f"error: {source}: {message}" if batch else f"error: {message}", file=sys.stderr)
     return 1 if failed else 0

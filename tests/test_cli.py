@@ -35,6 +35,8 @@ def test_remove_with_colour_writes_a_jpeg(run_cli, sample_photo, tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.format == "JPEG" and image.mode == "RGB"
+        red, green, blue = image.getpixel((508, 3))  # the sky behind the astronaut, now red
+        assert red > 200 and green < 60 and blue < 60
 
 
 def test_remove_to_jpeg_without_colour_is_refused(run_cli, sample_photo, tmp_path):
@@ -202,3 +204,34 @@ def test_bench_runs_the_server_in_a_memory_cgroup_and_counts_oom_kills(run_cli, 
     result = run_cli("bench", "--models", "u2netp", "--photos", tmp_path / "photos", "--requests", "3",
                      "--memory-limit", "30")
     assert result.returncode == 1 and "OOM kill" in result.stderr, result.stdout + result.stderr
+
+
+def test_a_folder_sent_to_a_busy_server_is_all_written_waiting_as_it_asks(run_cli, photos, base_env, tmp_path):
+    from .support import start_server
+
+    # no room to wait: every request beyond the running one gets 503 + Retry-After, and is sent again
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "MAX_WAITING_MB": "0"}, tmp_path / "server.log")
+    try:
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        for name, path in photos.items():
+            (folder / path.name).write_bytes(path.read_bytes())
+        result = run_cli("remove", folder, "--out-dir", tmp_path / "out", "--server", server.url,
+                         "--concurrency", "4", "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{n}.png" for n in photos)
+        with Image.open(tmp_path / "out" / "chelsea.png") as image:
+            assert image.mode == "RGBA"
+        assert any('"status": 503' in line for line in server.log.read_text().splitlines())  # it was busy
+        again = run_cli("remove", folder, "--out-dir", tmp_path / "out", "--server", server.url, "--skip-existing")
+        assert again.returncode == 0 and "0 of 0 written" in again.stdout  # resumable: nothing left to do
+    finally:
+        server.stop()
+
+
+def test_a_server_error_is_reported_per_image(run_cli, sample_photo, tmp_path, u2netp_server):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    result = run_cli("remove", bad, sample_photo, "--out-dir", tmp_path / "out", "--server", u2netp_server.url)
+    assert result.returncode == 1 and "the service answered 400" in result.stderr and "bad.jpg" in result.stderr
+    assert (tmp_path / "out" / f"{sample_photo.stem}.png").is_file()

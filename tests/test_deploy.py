@@ -79,3 +79,31 @@ def test_pip_install_gives_a_bg_removal_command_with_its_data(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("bg-removal "), result.stderr
     assert (site / "service" / "templates" / "index.html").is_file()
     assert (site / "service" / "tools" / "calibration" / "isnet-general-use.json").is_file()
+
+
+def kubernetes_documents() -> list[dict]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bg-removal.yaml").read_text()) if d]
+
+
+def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
+    import kubernetes_validate
+
+    documents = kubernetes_documents()
+    assert [d["kind"] for d in documents] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    for document in documents:
+        kubernetes_validate.validate(document, "1.31.0", strict=True)  # raises on any unknown or wrong field
+
+
+def test_kubernetes_deployment_runs_the_image_as_the_dockerfile_does_within_512_mi():
+    deployment = kubernetes_documents()[0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == "512Mi" == container["resources"]["requests"]["memory"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/api/bg/health"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for name, value in MALLOC_DEFAULTS.items():
+        assert env[name] == value
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
+    assert "useradd --create-home --uid 10001 app" in DOCKERFILE
