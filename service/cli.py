@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="run each server in a memory cgroup of MB (as a container host does); count OOM kills")
     bench.add_argument("--stages", action="store_true",
                        help="instead: where a request's time goes, step by step, in one process")
+    bench.add_argument("--matrix", action="store_true",
+                       help="instead: every model build × thread count × device on the same photos, "
+                            "with agreement against the float32 reference")
+    bench.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2], metavar="N",
+                       help="with --matrix: the thread counts to try")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
 
@@ -339,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             from .tools.photos import fetch_photos
 
             photos = fetch_photos()[0].parent
+        if args.matrix:
+            from .tools.bench import matrix
+
+            return matrix(args.models, photos, args.thread_counts)
         if args.stages:
             from .server import apply_malloc_defaults
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 # CUDA's arena grows only by what is asked and is capped, so one model cannot take the card.
 CUDA_MEMORY_LIMIT = 2 * 1024**3
@@ -37,12 +37,12 @@ def place(requested: str, available: list[str], fallback: bool, cache_dir: Path)
     """The placement for ``requested`` (one of DEVICES) given ONNX Runtime's ``available``
     providers. Raises DeviceUnavailable when it is missing and ``fallback`` is off."""
     if requested == "auto":
-        device = next(d for d in ("tensorrt", "cuda", "cpu") if _PROVIDER[d] in available)
+        device = next(d for d in ("tensorrt", "cuda", "cpu") if PROVIDERS[d] in available)
         reason = None
-    elif _PROVIDER[requested] in available:
+    elif PROVIDERS[requested] in available:
         device, reason = requested, None
     else:
-        reason = (f"BG_REMOVAL_DEVICE={requested}: {_PROVIDER[requested]} is not in this onnxruntime "
+        reason = (f"BG_REMOVAL_DEVICE={requested}: {PROVIDERS[requested]} is not in this onnxruntime "
                   f"(it has {', '.join(available)}); install requirements-gpu.txt on a machine with a GPU")
         if not fallback:
             raise DeviceUnavailable(reason + ", or set BG_REMOVAL_FALLBACK=true to serve on the CPU")

@@ -235,3 +235,16 @@ def test_a_server_error_is_reported_per_image(run_cli, sample_photo, tmp_path, u
     result = run_cli("remove", bad, sample_photo, "--out-dir", tmp_path / "out", "--server", u2netp_server.url)
     assert result.returncode == 1 and "the service answered 400" in result.stderr and "bad.jpg" in result.stderr
     assert (tmp_path / "out" / f"{sample_photo.stem}.png").is_file()
+
+
+def test_bench_matrix_prints_a_row_per_configuration_with_agreement(run_cli, photos, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "chelsea.png").write_bytes(photos["chelsea"].read_bytes())
+    result = run_cli("bench", "--matrix", "--models", "u2netp", "--thread-counts", "1", "2",
+                     "--photos", tmp_path / "photos")
+    assert result.returncode == 0, result.stderr
+    header, _, *rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = [dict(zip(names, (c.strip() for c in row.strip("|").split("|")))) for row in rows]
+    assert [(c["model"], c["threads"], c["device"]) for c in cells] == [("u2netp", "1", "cpu"), ("u2netp", "2", "cpu")]
+    assert all(c["reference"] == "u2netp-rembg" and float(c["IoU vs reference, mean"]) > 0.99 for c in cells)

@@ -137,6 +137,79 @@ def bare_run_seconds(model: str, threads: int, repeats: int = 3) -> float:
     return bare_runs(model, threads, reuse=False, repeats=repeats, warmup=1)[0]
 
 
+MATRIX_RUN_CODE = """
+import statistics, sys, time
+from pathlib import Path
+from service.catalog import CATALOG
+from service.config import Settings
+from service.engine import Engine
+from service.imaging import decode_upload
+from service.memory import peak_rss_mb
+model, threads, device, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+spec, settings = CATALOG[model], Settings.from_env()
+engine = Engine(spec, settings.model_dir / spec.filename, threads, device=device)
+times = []
+for photo in sys.argv[5:]:
+    rgb = decode_upload(Path(photo).read_bytes(), settings.max_dimension, settings.max_pixels).rgb
+    t = time.perf_counter(); mask = engine.predict_mask(rgb); times.append(time.perf_counter() - t)
+    mask.save(out / (Path(photo).stem + ".png"))
+print(statistics.median(times), peak_rss_mb(), ",".join(engine.providers))
+"""
+# The float32 model each build is held against in the matrix.
+MATRIX_REFERENCE = {"u2netp": "u2netp-rembg", "u2netp-rembg": "u2netp-rembg", "isnet-general-tiny": "isnet-general-fp32",
+                    "isnet-general-int8": "isnet-general-fp32", "isnet-general-fp32": "isnet-general-fp32"}
+
+
+def matrix(models: list[str], photos: Path, thread_counts: list[int]) -> int:
+    """Every configuration (model build × threads × device ONNX Runtime offers here) on the same
+    photos, each in its own process with the server's malloc settings: median time of a mask
+    (predict and postprocess), the process's peak, and agreement with the float32 reference."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from ..catalog import CATALOG
+    from ..config import Settings
+    from ..device import PROVIDERS
+    from ..fetch import fetch_model
+    from ..server import MALLOC_DEFAULTS
+    from .evaluate import iou
+
+    settings = Settings.from_env()
+    files = [p for p in sorted(photos.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    available = ort.get_available_providers()
+    devices = [d for d in ("cpu", "cuda", "tensorrt") if PROVIDERS[d] in available]
+    print(f"{len(files)} photos from {photos}; devices {', '.join(devices)}; {cpu_description()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bg-matrix-") as work:
+        def run(model: str, threads: int, device: str) -> tuple[float, float, str, Path]:
+            fetch_model(CATALOG[model], settings.model_dir, settings.mirror, show_progress=False)
+            out = Path(work) / f"{model}-{threads}-{device}"
+            out.mkdir(exist_ok=True)
+            result = subprocess.run([sys.executable, "-c", MATRIX_RUN_CODE, model, str(threads), device, str(out),
+                                     *map(str, files)], cwd=ROOT, env={**os.environ, **MALLOC_DEFAULTS},
+                                    check=True, capture_output=True, text=True)
+            seconds, peak, providers = result.stdout.split()
+            return float(seconds), float(peak), providers, out
+
+        references = {}
+        for model in models:
+            reference = MATRIX_REFERENCE.get(model, model)
+            if reference not in references:
+                references[reference] = run(reference, max(thread_counts), "cpu")[3]
+            for device in devices:
+                for threads in thread_counts:
+                    seconds, peak, providers, out = run(model, threads, device)
+                    scores = [iou(np.asarray(Image.open(out / f"{p.stem}.png")),
+                                  np.asarray(Image.open(references[reference] / f"{p.stem}.png"))) for p in files]
+                    rows.append((model, str(threads), device, providers.replace("ExecutionProvider", ""),
+                                 f"{seconds:.2f}", f"{peak:.0f}", reference,
+                                 f"{statistics.fmean(scores):.4f}", f"{min(scores):.4f}"))
+    _table(("model", "threads", "device", "providers", "median s a mask", "peak MB", "reference",
+            "IoU vs reference, mean", "lowest"), rows)
+    return 0
+
+
 def compare_reuse(models: list[str], repeats: int = 5) -> int:
     """Bare runs with ONNX Runtime buffer reuse on and off, alternating processes; prints a table."""
     rows = []
