@@ -149,6 +149,23 @@ def test_crop_makes_the_result_the_subjects_size(page, photos):
     assert width < 500 and height <= 400
 
 
+def test_full_size_answers_at_the_photos_own_size(page, tmp_path):
+    from PIL import Image
+
+    from .support import gradient
+
+    big = tmp_path / "big.jpg"
+    gradient(1600, 1200).save(big, "JPEG")
+    page.set_input_files("#file", str(big))
+    page.check("#full-size")
+    page.click("#submit")
+    wait_for_result(page)
+    size = page.evaluate("() => [document.getElementById('after').naturalWidth, "
+                         "document.getElementById('after').naturalHeight]")
+    assert size == [1600, 1200]  # not the 1024 px of the default
+    assert Image.open(big).size == (1600, 1200)
+
+
 def test_a_photo_over_the_size_limit_is_refused_before_upload(page, tmp_path):
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * (9 * 1024 * 1024))
