@@ -16,7 +16,7 @@ import pytest
 
 from PIL import Image
 
-from .support import ROOT, mirror, start_server
+from .support import API_KEY, CORS_ORIGIN, ROOT, mirror, start_server
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +70,15 @@ def run_cli(base_env, tmp_path):
 def u2netp_server(base_env, tmp_path_factory):
     server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp"},
                           tmp_path_factory.mktemp("u2netp-server") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(base_env, tmp_path_factory):
+    """u2netp with API_KEY (support.API_KEY) and one CORS origin (support.CORS_ORIGIN)."""
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": API_KEY, "CORS_ORIGINS": CORS_ORIGIN},
+                          tmp_path_factory.mktemp("keyed-server") / "server.log")
     yield server
     server.stop()
 

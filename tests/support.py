@@ -18,6 +18,8 @@ import requests
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "s3cret-test-key"            # the key of the keyed_server fixture
+CORS_ORIGIN = "https://photos.example"  # the one origin it allows
 SHARED = ROOT.parent / "shared"
 SAMPLES = SHARED / "samples"
 

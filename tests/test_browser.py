@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from .support import start_server
+from .support import API_KEY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a machine with no network but loopback: no background fetches, no sandbox as root.
@@ -175,15 +175,7 @@ def test_a_photo_over_the_size_limit_is_refused_before_upload(page, tmp_path):
     assert requests_sent == []
 
 
-KEY = "page-test-key"
-
-
-@pytest.fixture(scope="module")
-def keyed_server(base_env, tmp_path_factory):
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": KEY},
-                          tmp_path_factory.mktemp("page-keyed") / "server.log")
-    yield server
-    server.stop()
+KEY = API_KEY
 
 
 def test_with_api_key_set_the_page_asks_for_the_key_and_keeps_it_for_the_tab(browser, keyed_server, sample_photo):

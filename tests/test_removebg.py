@@ -11,9 +11,9 @@ from PIL import Image
 from service.imaging import decode_upload
 from service.tools.evaluate import iou
 
-from .support import gradient, save, start_server
+from .support import API_KEY, gradient, save
 
-KEY = "removebg-test-key"
+KEY = API_KEY
 
 
 def errors_of(response, status: int, code: str) -> str:
@@ -144,14 +144,6 @@ def test_bad_input_is_refused_in_remove_bgs_shape(u2netp_server):
     errors_of(u2netp_server.post("/v1.0/removebg", data={"image_file_b64": "%%%"}), 400, "invalid_parameters")
     errors_of(post(u2netp_server, b"not an image"), 400, "not_an_image")
     errors_of(post(u2netp_server, b"\xff" * (9 * 2**20)), 413, "file_too_large")
-
-
-@pytest.fixture(scope="module")
-def keyed_server(base_env, tmp_path_factory):
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": KEY},
-                          tmp_path_factory.mktemp("removebg-keyed") / "server.log")
-    yield server
-    server.stop()
 
 
 def test_the_key_goes_in_x_api_key(keyed_server, sample_photo):

@@ -3,62 +3,52 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from .support import start_server
+from .support import API_KEY, CORS_ORIGIN
 
-KEY = "s3cret-test-key"
-ORIGIN = "https://photos.example"
-
-
-@pytest.fixture(scope="module")
-def guarded_server(base_env, tmp_path_factory):
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": KEY, "CORS_ORIGINS": ORIGIN},
-                          tmp_path_factory.mktemp("guarded") / "server.log")
-    yield server
-    server.stop()
+KEY, ORIGIN = API_KEY, CORS_ORIGIN
 
 
 def log_entries(server) -> list[dict]:
     return [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
 
 
-def test_post_without_or_with_a_wrong_key_is_401(guarded_server, sample_photo):
+def test_post_without_or_with_a_wrong_key_is_401(keyed_server, sample_photo):
     for headers in ({}, {"X-API-Key": "wrong"}):
-        response = guarded_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
+        response = keyed_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
                                        headers=headers)
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
-    assert guarded_server.post("/api/bg/clear_cache").status_code == 401
+    assert keyed_server.post("/api/bg/clear_cache").status_code == 401
 
 
-def test_post_with_the_key_is_served(guarded_server, sample_photo):
-    response = guarded_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
+def test_post_with_the_key_is_served(keyed_server, sample_photo):
+    response = keyed_server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())},
                                    headers={"X-API-Key": KEY})
     assert response.status_code == 200
 
 
-def test_reads_need_no_key(guarded_server):
-    assert guarded_server.get("/api/bg/health").status_code == 200
-    assert guarded_server.get("/api/bg/status").status_code == 200
+def test_reads_need_no_key(keyed_server):
+    assert keyed_server.get("/api/bg/health").status_code == 200
+    assert keyed_server.get("/api/bg/status").status_code == 200
 
 
-def test_the_key_is_never_logged(guarded_server, sample_photo):
-    guarded_server.post("/api/bg/clear_cache", headers={"X-API-Key": KEY})
-    assert KEY not in guarded_server.log.read_text()
+def test_the_key_is_never_logged(keyed_server, sample_photo):
+    keyed_server.post("/api/bg/clear_cache", headers={"X-API-Key": KEY})
+    assert KEY not in keyed_server.log.read_text()
 
 
-def test_cors_allows_only_the_configured_origin(guarded_server):
-    allowed = guarded_server.get("/api/bg/status", headers={"Origin": ORIGIN})
+def test_cors_allows_only_the_configured_origin(keyed_server):
+    allowed = keyed_server.get("/api/bg/status", headers={"Origin": ORIGIN})
     assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
-    other = guarded_server.get("/api/bg/status", headers={"Origin": "https://evil.example"})
+    other = keyed_server.get("/api/bg/status", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_cors_preflight_names_the_api_key_header(guarded_server):
+def test_cors_preflight_names_the_api_key_header(keyed_server):
     import requests  # a plain OPTIONS, as a browser sends it
 
-    response = requests.options(guarded_server.url + "/api/bg/remove", timeout=10, headers={
+    response = requests.options(keyed_server.url + "/api/bg/remove", timeout=10, headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "X-API-Key"})
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
