@@ -77,8 +77,8 @@ def u2netp_server(base_env, tmp_path_factory):
 @pytest.fixture(scope="session")
 def keyed_server(base_env, tmp_path_factory):
     """u2netp with API_KEY (support.API_KEY) and one CORS origin (support.CORS_ORIGIN)."""
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": API_KEY, "CORS_ORIGINS": CORS_ORIGIN},
-                          tmp_path_factory.mktemp("keyed-server") / "server.log")
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": API_KEY, "CORS_ORIGINS": CORS_ORIGIN}
+    server = start_server(env, tmp_path_factory.mktemp("keyed-server") / "server.log")
     yield server
     server.stop()
 

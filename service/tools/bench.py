@@ -156,8 +156,9 @@ for photo in sys.argv[5:]:
 print(statistics.median(times), peak_rss_mb(), ",".join(engine.providers))
 """
 # The float32 model each build is held against in the matrix.
-MATRIX_REFERENCE = {"u2netp": "u2netp-rembg", "u2netp-rembg": "u2netp-rembg", "isnet-general-tiny": "isnet-general-fp32",
-                    "isnet-general-int8": "isnet-general-fp32", "isnet-general-fp32": "isnet-general-fp32"}
+MATRIX_REFERENCE = {"u2netp": "u2netp-rembg", "u2netp-rembg": "u2netp-rembg",
+                    "isnet-general-tiny": "isnet-general-fp32", "isnet-general-int8": "isnet-general-fp32",
+                    "isnet-general-fp32": "isnet-general-fp32"}
 
 
 def matrix(models: list[str], photos: Path, thread_counts: list[int]) -> int:
