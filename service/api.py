@@ -13,7 +13,7 @@ from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine, integer_class
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
-from .imaging import Background, decode_upload, parse_color, parse_margin
+from .imaging import COLOR_FORMS, Background, decode_upload, parse_color, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .pipeline import Options, Result, cut_out
 from .requestlog import note
@@ -177,11 +177,11 @@ def change_color():
     with admit_request(deadline) as turn:
         data, stem = _upload()
         fmt = _choice("format", ("jpeg", "png", "webp"), "jpeg")
-        if "bg_image_file" not in request.files:
-            parse_color(_field("color"))  # a colour or an image is needed here: "missing colour" otherwise
+        under = background("bg_image_file", _field("color"), fmt)
+        if under is None and not _field("color"):  # None alone is "transparent"
+            raise BadColor(f"missing colour: give color as {COLOR_FORMS}, or a bg_image_file")
         options = Options(fmt=fmt, refine=_flag("refine"), crop=_flag("crop"),
-                          crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt), **_size())
+                          crop_margin=parse_margin(_field("crop_margin")), background=under, **_size())
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt
