@@ -106,7 +106,7 @@ def _load_engine(settings):
         if spec.memory_mb and limit and spec.memory_mb > limit:
             raise MemoryError(f"{name} needs about {spec.memory_mb} MB at work; this container's memory "
                               f"limit is {limit:.0f} MB")
-        return Engine(CATALOG[name], ensure_model(replace(settings, model=name)), settings.threads,
+        return Engine(spec, ensure_model(replace(settings, model=name)), settings.threads,
                       float_weights=settings.float_weights, device=settings.device, fallback=settings.fallback)
 
     try:

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
-from .engine import Engine, integer_class
+from .engine import Engine
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, Unauthorized
 from .gate import AdmissionGate
 from .imaging import COLOR_FORMS, Background, decode_upload, parse_color, parse_margin
@@ -34,14 +34,18 @@ def _gate() -> AdmissionGate:
     return current_app.extensions["bg_gate"]
 
 
+def key_accepted() -> bool:
+    """True when API_KEY is unset, or the request's X-API-Key header (any case: remove.bg
+    clients write X-Api-Key) carries it; compared in constant time."""
+    key = current_settings().api_key
+    return not key or hmac.compare_digest(request.headers.get("X-API-Key", "").encode(), key.encode())
+
+
 @bp.before_request
 def _require_api_key():
-    """With API_KEY set, every POST under /api/bg needs it in X-API-Key (compared in constant time)."""
-    key = current_settings().api_key
-    if key and request.method == "POST":
-        given = request.headers.get("X-API-Key", "")
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise Unauthorized("missing or wrong X-API-Key header")
+    """With API_KEY set, every POST under /api/bg needs it in X-API-Key."""
+    if request.method == "POST" and not key_accepted():
+        raise Unauthorized("missing or wrong X-API-Key header")
 
 
 def read_file(upload, field: str) -> bytes:
@@ -189,12 +193,10 @@ def change_color():
 
 
 def _device() -> dict:
-    from .device import gpu_description
-
-    placement = current_engine().placement
-    return {"requested": placement.requested, "used": placement.device, "providers": current_engine().providers,
-            "fallback_reason": placement.fallback_reason,
-            "gpu": gpu_description() if placement.device != "cpu" else None}
+    engine = current_engine()
+    placement = engine.placement
+    return {"requested": placement.requested, "used": placement.device, "providers": engine.providers,
+            "fallback_reason": placement.fallback_reason, "gpu": engine.gpu}
 
 
 @bp.get("/health")
@@ -215,7 +217,7 @@ def status():
         version=__version__,
         threads=current_engine().threads,
         float_weights=current_engine().float_weights,
-        cpu={"integer_class": integer_class(), "exact_int8_mode": current_engine().exact_int8},
+        cpu={"integer_class": current_engine().integer_class, "exact_int8_mode": current_engine().exact_int8},
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,

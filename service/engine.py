@@ -64,7 +64,7 @@ class Engine:
                  float_weights: bool = False, device: str = "cpu", fallback: bool = False):
         import onnxruntime as ort  # heavy: only where a model is really run
 
-        from .device import place
+        from .device import gpu_description, place
 
         self.placement = place(device, ort.get_available_providers(), fallback, path.parent / "tensorrt-cache")
 
@@ -82,7 +82,8 @@ class Engine:
         # can saturate; its u8×u8 path is exact there, and gives the same masks as the VNNI kernels
         # (checked on isnet-general-int8: identical on ../shared/eval). With VNNI it is only slower
         # (0.7 → 2.3 s a run), so it is asked for only where it is needed.
-        self.exact_int8 = integer_class() not in EXACT_U8S8
+        self.integer_class = integer_class()
+        self.exact_int8 = self.integer_class not in EXACT_U8S8
         if self.exact_int8:
             options.add_session_config_entry("session.x64quantprecision", "1")
         self.spec = spec
@@ -90,6 +91,7 @@ class Engine:
         self.float_weights = float_weights
         self.session = ort.InferenceSession(str(path), options, providers=self.placement.providers)
         self.providers = self.session.get_providers()  # what ONNX Runtime really assigned
+        self.gpu = gpu_description() if self.placement.device != "cpu" else None  # read once: nvidia-smi
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = spec.output or self.session.get_outputs()[0].name
 

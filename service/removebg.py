@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import (admit_request, background, current_engine, current_settings, quality_headers,
+from .api import (admit_request, background, current_engine, current_settings, key_accepted, quality_headers,
                   request_deadline, run_pipeline)
 from .errors import Busy, ServiceError, drain_body
 from .imaging import parse_margin, subject_box
@@ -135,9 +134,8 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
     semitransparency = params.get("semitransparency", "true").lower()
     if semitransparency not in ("true", "false"):
         raise _invalid("semitransparency must be true or false")
-    for name in ("crop", "add_shadow"):
-        if params.get(name, "false").lower() not in ("true", "false"):
-            raise _invalid(f"{name} must be true or false")
+    if params.get("crop", "false").lower() not in ("true", "false"):  # add_shadow: only false, above
+        raise _invalid("crop must be true or false")
     return size, fmt, channels, semitransparency == "true"
 
 
@@ -160,10 +158,8 @@ def _box(mask: Image.Image) -> tuple[int, int, int, int]:
 @bp.post("/removebg")
 def removebg():
     settings = current_settings()
-    if settings.api_key:
-        given = request.headers.get("X-Api-Key", "")
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
+    if not key_accepted():
+        raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         params = _params()
