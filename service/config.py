@@ -6,6 +6,7 @@ created, so a misconfigured deploy fails at boot, not at its first request.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,15 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple:
+    """A comma-separated list of networks (``10.0.0.0/8, 192.168.1.5``) → ip_network objects."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in (env.get(name) or "").split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be networks like 10.0.0.0/8, separated by commas: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service; ``repr`` never shows the API key."""
@@ -67,6 +77,9 @@ class Settings:
     web_threads: int = 16                       # requests read and held at once (running, waiting, status)
     api_key: str | None = field(default=None, repr=False)  # when set, POSTs under /api/bg need X-API-Key
     cors_origins: tuple[str, ...] = ()          # origins allowed to call the API from a browser; "*" = any
+    allow_image_url: bool = False               # remove.bg's image_url and bg_image_url (service/download.py)
+    image_url_networks: tuple = ()              # networks trusted for image_url besides public addresses
+    image_url_timeout: float = 10.0             # seconds for one download, redirects included
 
     @property
     def max_file_size_mb(self) -> int:
@@ -101,4 +114,7 @@ class Settings:
             web_threads=_int(env, "WEB_THREADS", 16, 1, 256),
             api_key=env.get("API_KEY") or None,
             cors_origins=tuple(o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
+            allow_image_url=_choice(env, "ALLOW_IMAGE_URL", ("true", "false"), "false") == "true",
+            image_url_networks=_networks(env, "IMAGE_URL_ALLOW_NETWORKS"),
+            image_url_timeout=float(_int(env, "IMAGE_URL_TIMEOUT_S", 10, 1, 300)),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,16 +239,24 @@ _MARGIN = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
 MARGIN_MAX_SHARE, MARGIN_MAX_PX = 0.5, 500
 
 
-def parse_margin(text: str | None) -> tuple[tuple[float, str], ...]:
-    """remove.bg's ``crop_margin``: one, two or four values (CSS order: top, right, bottom, left),
-    each ``N``/``Npx`` or ``N%`` of the subject's size → four (value, unit). Raises BadRequest."""
-    parts = (text or "0").split()
+Length = tuple[float, str]  # (value, "px" or "%")
+
+
+def _lengths(text: str, name: str) -> list[Length]:
+    """Space-separated ``N``/``Npx``/``N%`` values → [(value, unit)]. Raises BadRequest."""
     values = []
-    for part in parts:
+    for part in text.split():
         match = _MARGIN.match(part.strip().lower())
         if not match:
-            raise BadRequest(f"crop_margin values are like 30px or 10%, got {part!r}")
+            raise BadRequest(f"{name} values are like 30px or 10%, got {part!r}")
         values.append((float(match.group(1)), match.group(2) or "px"))
+    return values
+
+
+def parse_margin(text: str | None) -> tuple[Length, ...]:
+    """remove.bg's ``crop_margin``: one, two or four values (CSS order: top, right, bottom, left),
+    each ``N``/``Npx`` or ``N%`` of the subject's size → four (value, unit). Raises BadRequest."""
+    values = _lengths(text or "0", "crop_margin")
     if len(values) not in (1, 2, 4):
         raise BadRequest("crop_margin takes one, two or four values")
     top, right = values[0], values[1] if len(values) > 1 else values[0]
@@ -260,7 +269,7 @@ def subject_box(mask: Image.Image, threshold: int = 128) -> tuple[int, int, int,
     return mask.point(lambda v: 255 if v >= threshold else 0).getbbox()
 
 
-def crop_to_subject(image: Image.Image, mask: Image.Image, margin: tuple[tuple[float, str], ...]
+def crop_to_subject(image: Image.Image, mask: Image.Image, margin: tuple[Length, ...]
                     ) -> tuple[Image.Image, Image.Image]:
     """``image`` and ``mask`` cut to the subject (every pixel above CERTAIN_LEVEL) plus ``margin``
     (from :func:`parse_margin`), padded with transparency (the mask with 0) where the margin
@@ -279,11 +288,94 @@ def crop_to_subject(image: Image.Image, mask: Image.Image, margin: tuple[tuple[f
     return image.crop(box), mask.crop(box)
 
 
+def parse_roi(text: str | None) -> tuple[Length, ...] | None:
+    """remove.bg's ``roi``, the region that may hold the subject: ``x1 y1 x2 y2``, each in px of
+    the photo or % of its width or height → four (value, unit); None for the whole photo."""
+    if not text or not text.strip():
+        return None
+    values = _lengths(text, "roi")
+    if len(values) != 4:
+        raise BadRequest(f"roi takes four values, x1 y1 x2 y2 (like 0% 0% 100% 100%), got {text!r}")
+    if any(unit == "%" and value > 100 for value, unit in values):
+        raise BadRequest(f"roi percentages go from 0% to 100%, got {text!r}")
+    return None if values == [(0.0, "%"), (0.0, "%"), (100.0, "%"), (100.0, "%")] else tuple(values)
+
+
+def clear_outside(mask: Image.Image, roi: tuple[Length, ...], photo_size: tuple[int, int]) -> Image.Image:
+    """``mask`` with every pixel outside ``roi`` (from :func:`parse_roi`; px are pixels of a photo
+    of ``photo_size``, whatever the mask's own size) set to 0. Raises BadRequest for an empty region."""
+    fractions = [value / 100 if unit == "%" else value / photo_size[i % 2]
+                 for i, (value, unit) in enumerate(roi)]
+    left, top, right, bottom = (round(min(f, 1.0) * mask.size[i % 2]) for i, f in enumerate(fractions))
+    if right <= left or bottom <= top:
+        raise BadRequest("roi is empty: x2 must be right of x1 and y2 below y1")
+    kept = Image.new("L", mask.size, 0)
+    kept.paste(mask.crop((left, top, right, bottom)), (left, top))
+    return kept
+
+
+def parse_scale(text: str | None) -> float | None:
+    """remove.bg's ``scale``: ``original`` (None), or 10%–100%, the subject's share of the image
+    along its tighter side → a fraction. Raises BadRequest."""
+    if not text or text.strip().lower() == "original":
+        return None
+    match = re.match(r"^(\d+(?:\.\d+)?)%$", text.strip())
+    if not match or not 10 <= float(match.group(1)) <= 100:
+        raise BadRequest(f"scale is original or a value from 10% to 100%, got {text!r}")
+    return float(match.group(1)) / 100
+
+
+def parse_position(text: str | None) -> tuple[float, float] | None:
+    """remove.bg's ``position``: ``original`` (None), ``center``, or one or two values from 0% to
+    100% (horizontal, then vertical; one value serves both) → fractions of the free room, where
+    0 is left or top, 1 right or bottom. Raises BadRequest."""
+    if not text or text.strip().lower() == "original":
+        return None
+    if text.strip().lower() == "center":
+        return 0.5, 0.5
+    parts = text.split()
+    matches = [re.match(r"^(\d+(?:\.\d+)?)%$", part) for part in parts]
+    if not 1 <= len(parts) <= 2 or not all(matches) or any(float(m.group(1)) > 100 for m in matches):
+        raise BadRequest(f"position is original, center, or one or two values from 0% to 100%, got {text!r}")
+    x = float(matches[0].group(1)) / 100
+    return x, float(matches[-1].group(1)) / 100
+
+
+def place_subject(image: Image.Image, mask: Image.Image, scale: float | None,
+                  position: tuple[float, float] | None) -> tuple[Image.Image, Image.Image]:
+    """``image`` and its ``mask`` with the subject (the box of every pixel above CERTAIN_LEVEL)
+    scaled to ``scale`` of the canvas along its tighter side (None: its own size) and moved to
+    ``position`` (:func:`parse_position`; None: where it was, scaled about its centre), on a
+    canvas of the same size, transparent (0 in the mask) where the subject is not. An empty mask
+    leaves both as they are."""
+    box = subject_box(mask, CERTAIN_LEVEL + 1)
+    if box is None or (scale is None and position is None):
+        return image, mask
+    width, height = box[2] - box[0], box[3] - box[1]
+    factor = 1.0 if scale is None else scale * min(image.width / width, image.height / height)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if position is None:  # stays centred where it was
+        left, top = round((box[0] + box[2] - size[0]) / 2), round((box[1] + box[3] - size[1]) / 2)
+    else:
+        left, top = round((image.width - size[0]) * position[0]), round((image.height - size[1]) * position[1])
+    placed = []
+    for layer in (image, mask):
+        subject = layer.crop(box)
+        if size != (width, height):
+            subject = subject.resize(size, Image.Resampling.LANCZOS)
+        blank = (0,) * len(layer.getbands()) if layer.mode != "L" else 0
+        canvas = Image.new(layer.mode, layer.size, blank)
+        canvas.paste(subject, (left, top))
+        placed.append(canvas)
+    return placed[0], placed[1]
+
+
 def encode(image: Image.Image, fmt: str) -> bytes:
-    """Image → bytes of ``fmt`` ("png", "webp" or "jpeg").
+    """Image → bytes of ``fmt`` ("png", "webp", "jpeg" or "zip").
 
     WebP is lossy (quality 90) for colour, its alpha plane lossless; a mask
-    (mode L) is written lossless, since every level of it is data.
+    (mode L) is written lossless, since every level of it is data. ``zip`` is remove.bg's:
+    ``color.jpg``, the colours, and ``alpha.png``, the alpha, of an RGBA image.
     """
     buf = io.BytesIO()
     if fmt == "png":
@@ -292,6 +384,10 @@ def encode(image: Image.Image, fmt: str) -> bytes:
         image.save(buf, "PNG", compress_level=1)
     elif fmt == "webp":
         image.save(buf, "WEBP", lossless=image.mode == "L", quality=90, method=4)
+    elif fmt == "zip":
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:  # both parts are compressed already
+            archive.writestr("color.jpg", encode(image.convert("RGB"), "jpeg"))
+            archive.writestr("alpha.png", encode(image.getchannel("A"), "png"))
     else:
         image.convert("RGB").save(buf, "JPEG", quality=92)
     return buf.getvalue()

@@ -103,6 +103,14 @@ def _removebg_operation() -> dict:
         "crop": {"type": "boolean", "default": False},
         "crop_margin": {"type": "string", "default": "0"},
         "bg_image_file": {"type": "string", "format": "binary"},
+        "image_url": {"type": "string", "format": "uri",
+                      "description": "fetched only where ALLOW_IMAGE_URL is set, from public addresses"},
+        "bg_image_url": {"type": "string", "format": "uri", "description": "as image_url, for the background"},
+        "scale": {"type": "string", "default": "original", "examples": ["original", "50%"],
+                  "description": "the subject's share of the image along its tighter side, 10%–100%"},
+        "position": {"type": "string", "default": "original", "examples": ["original", "center", "50% 100%"]},
+        "roi": {"type": "string", "default": "0% 0% 100% 100%",
+                "description": "x1 y1 x2 y2 in px or %: the region that may hold the subject"},
     }
     errors = {"description": "remove.bg's error shape",
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
@@ -121,7 +129,7 @@ def _removebg_operation() -> dict:
             "200": {"description": "the result image, or with `Accept: application/json` its base64 in JSON",
                     "headers": {**box, **_QUALITY_HEADERS},
                     "content": {**{m: {"schema": {"type": "string", "format": "binary"}}
-                                   for m in ("image/png", "image/jpeg", "image/webp")},
+                                   for m in ("image/png", "image/jpeg", "image/webp", "application/zip")},
                                 "application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgResult"}}}},
             "400": errors, "403": errors, "413": errors, "415": errors, "500": errors, "503": busy,
         },

@@ -17,8 +17,8 @@ from .confidence import mask_confidence
 from .config import Settings
 from .engine import Engine
 from .errors import ImageTooLarge
-from .imaging import (Background, Decoded, combine_alpha, compose, crop_to_subject, cutout, decode_upload, encode,
-                      shrink)
+from .imaging import (Background, Decoded, Length, clear_outside, combine_alpha, compose, crop_to_subject, cutout,
+                      decode_upload, encode, place_subject, shrink)
 from .matting import estimate_foreground, refine_mask
 
 
@@ -29,6 +29,9 @@ class Options:
     ``fmt``: "png", "webp" or "jpeg" (None: no encoding). ``only_mask``: the grey mask instead of
     the cut-out. ``refine``: edges fitted to the photo. ``hard_edges``: alpha 0 or 255 only.
     ``crop``: cut to the subject plus ``crop_margin`` (:func:`service.imaging.parse_margin`).
+    ``roi``: the region that may hold the subject (:func:`service.imaging.parse_roi`; None: all).
+    ``scale``, ``position``: the subject resized and moved on its canvas
+    (:func:`service.imaging.place_subject`; None: as it is).
     ``background``: a colour or an image to put the subject on (None: transparent).
     ``output_pixels``: answer at the photo's own size, scaled down to at most this many pixels
     (None: at the size it is processed at, MAX_DIMENSION on the long side at most); with
@@ -39,7 +42,10 @@ class Options:
     refine: bool = False
     hard_edges: bool = False
     crop: bool = False
-    crop_margin: tuple[tuple[float, str], ...] = ((0.0, "px"),) * 4
+    crop_margin: tuple[Length, ...] = ((0.0, "px"),) * 4
+    roi: tuple[Length, ...] | None = None
+    scale: float | None = None
+    position: tuple[float, float] | None = None
     background: Background | None = None
     output_pixels: int | None = None
     shrink_to_fit: bool = True
@@ -85,6 +91,8 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
             decoded = shrink(decoded, long_side)
         mask = mask.resize(decoded.rgb.size, Image.Resampling.LANCZOS)
     mask = combine_alpha(mask, decoded.alpha)  # the upload's own transparency stays
+    if options.roi:
+        mask = clear_outside(mask, options.roi, decoded.original_size)
     confidence, warning = mask_confidence(mask)
     if options.hard_edges:
         mask = mask.point(lambda v: 255 if v >= 128 else 0)
@@ -92,6 +100,8 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     image = mask if options.only_mask else cutout(estimate_foreground(decoded.rgb, mask), mask)
     if options.crop:
         image, mask = crop_to_subject(image, mask, options.crop_margin)
+    if options.scale or options.position:
+        image, mask = place_subject(image, mask, options.scale, options.position)
     if not options.only_mask:
         image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
@@ -17,8 +18,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .api import (admit_request, background, current_engine, current_settings, key_accepted, quality_headers,
                   request_deadline, run_pipeline)
+from .download import download
 from .errors import Busy, ServiceError, drain_body
-from .imaging import parse_margin, subject_box
+from .imaging import decode_upload, parse_margin, parse_position, parse_roi, parse_scale, subject_box
 from .pipeline import Options
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
@@ -26,12 +28,11 @@ bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 # Output size: megapixels at most (None: the photo's own size).
 SIZES = {"preview": 0.25, "small": 0.25, "regular": 0.25, "medium": 1.5, "hd": 4.0,
          "full": None, "4k": None, "auto": None}
-FORMATS = ("auto", "png", "jpg", "webp")
+FORMATS = ("auto", "png", "jpg", "webp", "zip")
 # Accepted with no effect: one general model serves every kind of subject.
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "graphics", "transportation", "other")
 # Parameters accepted only with remove.bg's default value (anything else is refused).
-DEFAULT_ONLY = {"scale": ("original",), "position": ("original",), "roi": ("0% 0% 100% 100%",),
-                "shadow_type": ("none",), "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
+DEFAULT_ONLY = {"shadow_type": ("none",), "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
 # Our codes for bad parameters, in remove.bg's word.
 _CODES = {"bad_request": "invalid_parameters", "bad_color": "invalid_parameters"}
 _TITLES = {400: "Invalid request", 403: "Forbidden", 413: "Payload too large", 415: "Unsupported media type",
@@ -90,8 +91,12 @@ def _params() -> dict[str, str]:
     return {k: v.strip() for k, v in params.items()}
 
 
-def _image(params: dict[str, str], limit: int) -> bytes:
+def _image(params: dict[str, str], limit: int) -> bytes | None:
+    """The photo's bytes from ``image_file`` or ``image_file_b64``; None for an ``image_url``,
+    which is fetched only when the request's turn comes (:func:`_fetch`)."""
     upload = request.files.get("image_file")
+    if (upload is not None) + bool(params.get("image_file_b64")) + bool(params.get("image_url")) > 1:
+        raise _invalid("give one of image_file, image_file_b64 and image_url")
     if upload is not None:
         data = upload.stream.read(limit + 1)
     elif params.get("image_file_b64"):
@@ -100,7 +105,8 @@ def _image(params: dict[str, str], limit: int) -> bytes:
         except (binascii.Error, ValueError):
             raise _invalid("image_file_b64 is not valid base64") from None
     elif params.get("image_url"):
-        raise _invalid("image_url is not supported by this server: send image_file or image_file_b64")
+        _url_allowed("image_url")
+        return None
     else:
         raise RemoveBgError(400, "missing_image", "no image given: send image_file or image_file_b64")
     if len(data) > limit:
@@ -110,11 +116,25 @@ def _image(params: dict[str, str], limit: int) -> bytes:
     return data
 
 
+def _url_allowed(field: str) -> None:
+    if not current_settings().allow_image_url:
+        raise _invalid(f"{field} is not enabled on this server (ALLOW_IMAGE_URL): send the image itself")
+
+
+def _fetch(url: str, field: str, deadline: float) -> bytes:
+    """The bytes at ``url`` (service/download.py), within the server's limits and this request's time."""
+    settings = current_settings()
+    timeout = min(settings.image_url_timeout, max(0.1, deadline - time.monotonic()))
+    return download(url, settings.max_file_size, timeout, settings.image_url_networks, field)
+
+
 def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
     """(size, format, channels, semitransparency) from ``params``; refuses what this server
     can't honour."""
     if params.get("bg_image_url"):
-        raise _invalid("bg_image_url is not supported by this server: send bg_image_file")
+        _url_allowed("bg_image_url")
+        if request.files.get("bg_image_file") is not None or params.get("bg_color"):
+            raise _invalid("give one of bg_color, bg_image_file and bg_image_url")
     for name, allowed in DEFAULT_ONLY.items():
         if name in params and params[name].lower() not in allowed:
             raise _invalid(f"{name}={params[name]!r} is not supported by this server (only {allowed[0]!r})")
@@ -122,8 +142,6 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
     if size not in SIZES:
         raise _invalid(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     fmt = params.get("format", "auto").lower()
-    if fmt == "zip":
-        raise _invalid("format=zip is not supported by this server: use png or webp for transparency")
     if fmt not in FORMATS:
         raise _invalid(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     channels = params.get("channels", "rgba").lower()
@@ -136,7 +154,20 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
         raise _invalid("semitransparency must be true or false")
     if params.get("crop", "false").lower() not in ("true", "false"):  # add_shadow: only false, above
         raise _invalid("crop must be true or false")
+    if fmt == "zip" and (channels == "alpha" or params.get("bg_color") or params.get("bg_image_url")
+                         or request.files.get("bg_image_file") is not None):
+        raise _invalid("format=zip is the cut-out's colours and alpha: it takes no background and "
+                       "channels=rgba only")
     return size, fmt, channels, semitransparency == "true"
+
+
+def _placement(params: dict[str, str]) -> dict:
+    """Options for ``roi``, ``scale`` and ``position``: as remove.bg, a scale without a position
+    puts the subject in the centre."""
+    scale, position = parse_scale(params.get("scale")), parse_position(params.get("position"))
+    if scale is not None and "position" not in params:
+        position = (0.5, 0.5)
+    return {"roi": parse_roi(params.get("roi")), "scale": scale, "position": position}
 
 
 def _output(size: str, max_output_pixels: int) -> dict:
@@ -167,15 +198,22 @@ def removebg():
         size, fmt, channels, soft = _check(params)
         under = background("bg_image_file", params.get("bg_color"), "png", "bg_color")
         # remove.bg's auto: a PNG where the answer has transparency, else a JPEG
-        opaque = under is not None and (isinstance(under, Image.Image) or len(under) == 3)
+        opaque = bool(params.get("bg_image_url")) or (
+            under is not None and (isinstance(under, Image.Image) or len(under) == 3))
         kind = fmt if fmt != "auto" else ("jpg" if opaque and channels == "rgba" else "png")
         if kind == "jpg" and channels == "rgba" and not opaque:
             raise _invalid("format=jpg has no transparency: give bg_color or bg_image_file, or ask for png")
         options = Options(fmt="jpeg" if kind == "jpg" else kind, only_mask=channels == "alpha", hard_edges=not soft,
                           crop=params.get("crop", "false").lower() == "true",
                           crop_margin=parse_margin(params.get("crop_margin")), background=under,
-                          **_output(size, settings.max_output_pixels))
-        with turn():
+                          **_placement(params), **_output(size, settings.max_output_pixels))
+        with turn():  # downloads wait for the turn too: one image in memory beyond the queued uploads
+            if data is None:
+                data = _fetch(params["image_url"], "image_url", deadline)
+            if params.get("bg_image_url"):
+                picture = _fetch(params["bg_image_url"], "bg_image_url", deadline)
+                options = replace(options, background=decode_upload(picture, settings.max_dimension,
+                                                                     settings.max_pixels).rgb)
             result = run_pipeline(data, options, deadline)
     image, body = result.image, result.body
     top, left, width, height = _box(result.mask)
@@ -188,6 +226,6 @@ def removebg():
         response = jsonify(data={"result_b64": base64.b64encode(body).decode("ascii"), "foreground_top": top,
                                  "foreground_left": left, "foreground_width": width, "foreground_height": height})
     else:
-        response = Response(body, mimetype="image/jpeg" if kind == "jpg" else f"image/{kind}")
+        response = Response(body, mimetype={"jpg": "image/jpeg", "zip": "application/zip"}.get(kind, f"image/{kind}"))
     response.headers.update(headers)
     return response

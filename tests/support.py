@@ -102,3 +102,58 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+class ImageHost:
+    """A web server on a loopback address, in a thread of the test process, that serves what
+    the tests give it: ``files[path] = bytes``, ``redirects[path] = location``, ``slow`` paths
+    that trickle a byte a second. ``requests`` lists the paths it was asked for."""
+
+    def __init__(self, address: str = "127.0.0.1"):
+        import http.server
+        import threading
+
+        host = self
+        self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        self.slow: set[str] = set()
+        self.requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host.requests.append(self.path)
+                if self.path in host.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", host.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path in host.slow:
+                    self.send_response(200)
+                    self.end_headers()
+                    for _ in range(30):
+                        try:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(1)
+                elif self.path in host.files:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.end_headers()  # no Content-Length: the body's own size must be counted
+                    self.wfile.write(host.files[self.path])
+                else:
+                    self.send_error(404)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{address}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

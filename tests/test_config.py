@@ -38,6 +38,8 @@ def test_model_dir_follows_xdg_cache_home():
     ({"BG_REMOVAL_THREADS": "0"}, "between 1 and 64"),
     ({"MAX_FILE_SIZE_MB": "-1"}, "between"),
     ({"PORT": "70000"}, "between 1 and 65535"),
+    ({"ALLOW_IMAGE_URL": "yes"}, "true, false"),
+    ({"IMAGE_URL_ALLOW_NETWORKS": "10.0.0.0/8, intranet"}, "networks like"),
 ])
 def test_bad_values_fail_loudly(env, message):
     with pytest.raises(ConfigError, match=message):

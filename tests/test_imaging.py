@@ -168,3 +168,26 @@ def test_encode_png_keeps_alpha_and_jpeg_drops_it():
     image = Image.new("RGBA", (5, 5), (1, 2, 3, 100))
     assert Image.open(io.BytesIO(encode(image, "png"))).mode == "RGBA"
     assert Image.open(io.BytesIO(encode(image, "jpeg"))).mode == "RGB"
+
+
+def test_roi_in_pixels_is_of_the_photo_whatever_size_the_mask_has():
+    from service.imaging import clear_outside, parse_roi
+
+    mask = Image.new("L", (100, 50), 255)  # a 4000×2000 photo's mask, processed at 100×50
+    kept = np.asarray(clear_outside(mask, parse_roi("1000px 500px 3000px 2000px"), (4000, 2000)))
+    assert kept[:, :25].max() == 0 and kept[:12, :].max() == 0 and kept[:, 75:].max() == 0
+    assert kept[13:, 25:75].min() == 255
+    assert parse_roi("0% 0% 100% 100%") is None and parse_roi(None) is None
+
+
+def test_place_subject_keeps_the_canvas_and_moves_image_and_mask_together():
+    from service.imaging import parse_position, place_subject
+
+    mask = Image.new("L", (200, 100), 0)
+    mask.paste(255, (20, 10, 60, 90))  # a 40×80 subject
+    image = Image.merge("RGBA", (mask, mask, mask, mask))
+    moved_image, moved_mask = place_subject(image, mask, 0.5, parse_position("100% 100%"))
+    assert moved_image.size == moved_mask.size == (200, 100)
+    assert moved_mask.getbbox() == (175, 50, 200, 100)  # 50% of the height: 25×50, bottom right
+    assert moved_image.getchannel("A").getbbox() == moved_mask.getbbox()
+    assert place_subject(image, Image.new("L", (200, 100), 0), 0.5, None)[0] is image  # no subject: as it was

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -102,9 +103,17 @@ def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
 @pytest.mark.parametrize("params, code, words", [
     ({"crop": "maybe"}, "invalid_parameters", "crop"),
     ({"crop": "true", "crop_margin": "ten"}, "invalid_parameters", "crop_margin"),
-    ({"format": "zip"}, "invalid_parameters", "zip"),
+    ({"format": "zip", "bg_color": "red"}, "invalid_parameters", "zip"),
+    ({"format": "zip", "channels": "alpha"}, "invalid_parameters", "zip"),
     ({"format": "jpg"}, "invalid_parameters", "transparency"),
     ({"bg_image_url": "http://example.com/b.jpg"}, "invalid_parameters", "bg_image_url"),
+    ({"scale": "5%"}, "invalid_parameters", "scale"),
+    ({"scale": "half"}, "invalid_parameters", "scale"),
+    ({"position": "left"}, "invalid_parameters", "position"),
+    ({"position": "10% 20% 30%"}, "invalid_parameters", "position"),
+    ({"roi": "0 0 100"}, "invalid_parameters", "roi"),
+    ({"roi": "50% 0% 10% 100%"}, "invalid_parameters", "roi"),
+    ({"roi": "0% 0% 150% 100%"}, "invalid_parameters", "roi"),
     ({"shadow_type": "car"}, "invalid_parameters", "shadow_type"),
     ({"size": "huge"}, "invalid_parameters", "size"),
     ({"bg_color": "not-a-colour"}, "invalid_parameters", "bg_color"),
@@ -168,3 +177,57 @@ def test_a_remove_bg_client_library_works_by_changing_only_its_base_url(keyed_se
         bg_color="81d4fa")
     with Image.open(tmp_path / "b64.png") as image:  # remove.bg answers a JPEG for a colour, as here
         assert image.format == "JPEG"
+
+
+def alpha_box(response) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom), inclusive, of the answer's pixels above the haze (5)."""
+    assert response.status_code == 200, response.text
+    mask = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"))
+    rows, cols = np.nonzero(mask > 5)
+    return cols.min(), rows.min(), cols.max(), rows.max()
+
+
+def test_format_zip_is_the_colours_as_jpeg_and_the_alpha_as_png(u2netp_server, sample_photo):
+    response = post(u2netp_server, sample_photo.read_bytes(), format="zip")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == ["alpha.png", "color.jpg"]
+    color, alpha = Image.open(archive.open("color.jpg")), Image.open(archive.open("alpha.png"))
+    assert (color.format, color.mode, alpha.format, alpha.mode) == ("JPEG", "RGB", "PNG", "L")
+    assert color.size == alpha.size == (512, 512)
+    mask = Image.open(io.BytesIO(post(u2netp_server, sample_photo.read_bytes(), channels="alpha").content))
+    assert np.array_equal(np.asarray(alpha), np.asarray(mask))
+
+
+def test_scale_shrinks_the_subject_and_centres_it(u2netp_server, sample_photo):
+    left, top, right, bottom = alpha_box(post(u2netp_server, sample_photo.read_bytes(), channels="alpha"))
+    width, height = right - left + 1, bottom - top + 1
+    s_left, s_top, s_right, s_bottom = alpha_box(post(u2netp_server, sample_photo.read_bytes(), channels="alpha",
+                                                      scale="50%"))
+    # half the canvas along the subject's tighter side, the aspect kept, in the middle
+    assert abs(max((s_right - s_left + 1) / 512, (s_bottom - s_top + 1) / 512) - 0.5) < 0.02
+    assert abs((s_right - s_left + 1) / (s_bottom - s_top + 1) - width / height) < 0.05
+    assert abs((s_left + s_right) / 2 - 255.5) < 3 and abs((s_top + s_bottom) / 2 - 255.5) < 3
+
+
+def test_position_puts_the_subject_where_asked(u2netp_server, sample_photo):
+    box = alpha_box(post(u2netp_server, sample_photo.read_bytes(), channels="alpha", scale="40%",
+                         position="100% 0%"))  # top right
+    assert box[2] >= 509 and box[1] <= 2 and box[0] > 250
+    cut = post(u2netp_server, sample_photo.read_bytes(), scale="40%", position="0%")  # left, and top
+    assert cut.status_code == 200
+    image = Image.open(io.BytesIO(cut.content))
+    assert image.mode == "RGBA" and image.size == (512, 512)
+    assert np.asarray(image.getchannel("A"))[-150:, -150:].max() == 0  # moved away: transparent there
+    assert int(cut.headers["X-Foreground-Left"]) <= 2 and int(cut.headers["X-Foreground-Top"]) <= 2
+
+
+def test_roi_keeps_the_subject_inside_the_region_only(u2netp_server, sample_photo):
+    whole = np.asarray(Image.open(io.BytesIO(post(u2netp_server, sample_photo.read_bytes(),
+                                                  channels="alpha").content)))
+    for roi in ("0% 0% 50% 100%", "0px 0px 256px 512px", "0 0 256 512"):
+        response = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", roi=roi)
+        mask = np.asarray(Image.open(io.BytesIO(response.content)))
+        assert mask[:, 256:].max() == 0, roi
+        assert np.array_equal(mask[:, :256], whole[:, :256]), roi
+    assert post(u2netp_server, sample_photo.read_bytes(), roi="0% 0% 100% 100%").status_code == 200
