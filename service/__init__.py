@@ -92,25 +92,33 @@ def create_app(config: Mapping[str, str] | None = None):
 FALLBACK_MODEL = "u2netp"
 
 
-def _load_engine(settings):
-    """The engine for the configured model and device, and why the fallback model serves instead
-    (None when it does not). With BG_REMOVAL_FALLBACK, a model that can't be fetched, verified or
-    loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py)."""
+def load_engine(name: str, settings, device: str | None = None):
+    """An Engine for catalog model ``name`` with the settings' threads and weights, on ``device``
+    (default the configured one); its file fetched if missing. Raises MemoryError when the
+    model's memory at work is over the container's limit (cgroup), and whatever the fetch or
+    ONNX Runtime's load raises."""
     from .catalog import CATALOG
-    from .device import DeviceUnavailable
     from .engine import Engine
     from .memory import cgroup_limit_mb
 
-    def load(name: str):
-        spec, limit = CATALOG[name], cgroup_limit_mb()
-        if spec.memory_mb and limit and spec.memory_mb > limit:
-            raise MemoryError(f"{name} needs about {spec.memory_mb} MB at work; this container's memory "
-                              f"limit is {limit:.0f} MB")
-        return Engine(spec, ensure_model(replace(settings, model=name)), settings.threads,
-                      float_weights=settings.float_weights, device=settings.device, fallback=settings.fallback)
+    spec, limit = CATALOG[name], cgroup_limit_mb()
+    if spec.memory_mb and limit and spec.memory_mb > limit:
+        raise MemoryError(f"{name} needs about {spec.memory_mb} MB at work; this container's memory "
+                          f"limit is {limit:.0f} MB")
+    return Engine(spec, ensure_model(replace(settings, model=name)), settings.threads,
+                  float_weights=settings.float_weights, device=device or settings.device, fallback=settings.fallback)
+
+
+def _load_engine(settings):
+    """The engine for the configured model and device, and why the fallback model serves instead
+    (None when it does not). With BG_REMOVAL_FALLBACK, a model that can't be fetched, verified or
+    loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py). The
+    fallback model's file is fetched at start too, so that a run that fails for memory later can
+    be retried on it (service/api.py) without a download."""
+    from .device import DeviceUnavailable
 
     try:
-        return load(settings.model), None
+        engine, reason = load_engine(settings.model, settings), None
     except DeviceUnavailable as exc:
         log.error("%s", exc)  # one line; the start stops
         raise
@@ -119,4 +127,10 @@ def _load_engine(settings):
             raise
         reason = f"{settings.model} could not be loaded: {str(exc).strip().splitlines()[0]}"
         log.warning("%s; serving %s instead (BG_REMOVAL_FALLBACK)", reason, FALLBACK_MODEL)
-        return load(FALLBACK_MODEL), reason
+        return load_engine(FALLBACK_MODEL, settings), reason
+    if settings.fallback and settings.model != FALLBACK_MODEL:
+        try:
+            ensure_model(replace(settings, model=FALLBACK_MODEL))
+        except Exception as exc:  # the configured model serves; only the retry is lost
+            log.warning("fallback model %s is not available: %s", FALLBACK_MODEL, str(exc).strip().splitlines()[0])
+    return engine, reason

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import threading
 import time
 from pathlib import PurePosixPath
 
@@ -11,15 +13,17 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
 from .engine import Engine
-from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, Unauthorized
+from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
 from .gate import AdmissionGate
 from .imaging import COLOR_FORMS, Background, decode_upload, parse_color, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .pipeline import Options, Result, cut_out
 from .requestlog import note
 
+log = logging.getLogger(__name__)
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 pages = Blueprint("pages", __name__)
+_fallback_lock = threading.Lock()
 
 
 def current_settings() -> Settings:
@@ -110,7 +114,7 @@ def _image_response(result: Result, fmt: str, filename: str, started: float) -> 
     response = Response(result.body, mimetype=f"image/{fmt}")
     response.headers.update(quality_headers(result))
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["X-Model-Used"] = current_engine().spec.name
+    response.headers["X-Model-Used"] = result.model
     response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
     return response
 
@@ -120,11 +124,37 @@ def request_deadline() -> float:
     return time.monotonic() + current_settings().request_timeout
 
 
+def _fallback_engine(failure: OutOfMemory) -> Engine:
+    """u2netp on the CPU, for an image the configured model could not get the memory for
+    (BG_REMOVAL_FALLBACK): loaded at the first such run, then kept (it needs about 100 MB at
+    work). Raises ``failure`` again where there is no fallback or it can't be loaded either."""
+    from . import FALLBACK_MODEL, load_engine
+
+    settings, extensions = current_settings(), current_app.extensions
+    if not settings.fallback or current_engine().spec.name == FALLBACK_MODEL:
+        raise failure
+    release_memory()  # what the failed run left
+    with _fallback_lock:
+        if extensions.get("bg_fallback_engine") is None:
+            try:
+                extensions["bg_fallback_engine"] = load_engine(FALLBACK_MODEL, settings, device="cpu")
+            except Exception as exc:
+                log.error("fallback model %s could not be loaded: %s", FALLBACK_MODEL, exc)
+                raise failure from exc
+    log.warning("%s; this image goes to %s (BG_REMOVAL_FALLBACK)", failure.message, FALLBACK_MODEL)
+    extensions["bg_fallback_runs"] = extensions.get("bg_fallback_runs", 0) + 1
+    return extensions["bg_fallback_engine"]
+
+
 def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
-    """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log line."""
-    result = cut_out(data, current_engine(), current_settings(), options, deadline)
+    """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log
+    line. A run that fails for memory is retried once on the fallback model, where allowed."""
+    try:
+        result = cut_out(data, current_engine(), current_settings(), options, deadline)
+    except OutOfMemory as failure:
+        result = cut_out(data, _fallback_engine(failure), current_settings(), options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
-         confidence=round(result.confidence, 3))
+         confidence=round(result.confidence, 3), model=result.model)
     return result
 
 
@@ -213,6 +243,7 @@ def status():
         model=current_engine().spec.name,
         requested_model=settings.model,
         model_fallback_reason=current_app.extensions["bg_model_fallback"],
+        runs_on_fallback_model=current_app.extensions.get("bg_fallback_runs", 0),
         device=_device(),
         version=__version__,
         threads=current_engine().threads,

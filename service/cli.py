@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="also hold the masks against this model's (e.g. isnet-general-fp32)")
     evaluate.add_argument("--rembg-home", type=Path, metavar="DIR",
                           help="rembg's U2NET_HOME for --rembg (default: $U2NET_HOME or ~/.u2net)")
+    evaluate.add_argument("--size", choices=("processed", "full"), default="processed",
+                          help="masks at the processed size (MAX_DIMENSION) or, as size=full answers, at the "
+                               "photo's own; with a small MAX_DIMENSION this scores the scaling up")
     return parser
 
 
@@ -322,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.dir} has no manifest.csv", file=sys.stderr)
             return 2
         print(evaluate(args.dir, args.model or settings.model, args.out, args.limit, args.threads, args.refine,
-                       args.rembg, args.rembg_home, args.reference))
+                       args.rembg, args.rembg_home, args.reference, args.size == "full"))
         return 0
     if args.command == "models":
         return _models()

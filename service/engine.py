@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from PIL import Image
 
 from .catalog import ModelSpec
 from .config import Settings
-from .errors import InferenceFailed, TimedOut
+from .errors import InferenceFailed, OutOfMemory, TimedOut
 from .imaging import postprocess, preprocess
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 INTEGER_CLASSES = (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2"))
 # Classes whose u8×s8 products are summed in 32 bits (the others pair them into 16 bits, which saturate).
 EXACT_U8S8 = ("AMX", "AVX512-VNNI", "AVX-VNNI")
+# How ONNX Runtime words a failed allocation: C++'s bad_alloc, its own allocators, CUDA's.
+_OUT_OF_MEMORY = re.compile(r"bad_alloc|bad allocation|failed to allocate|out of memory|memoryallocation", re.I)
 
 
 def cpu_info() -> dict[str, str]:
@@ -110,8 +113,8 @@ class Engine:
 
         With a ``deadline`` (a ``time.monotonic()`` value) the run is stopped there
         by ONNX Runtime's terminate flag, which it checks between nodes, and
-        TimedOut is raised. Any other failure of the run raises InferenceFailed;
-        the session stays usable for the next call.
+        TimedOut is raised. A failed allocation raises OutOfMemory (503), any other failure
+        InferenceFailed; the session stays usable for the next call.
         """
         import onnxruntime as ort
 
@@ -127,6 +130,8 @@ class Engine:
             if options.terminate:
                 raise TimedOut("the image took longer than the time limit; retry when the server "
                                "is less busy, or send a smaller image", retry_after=5) from exc
+            if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+                raise self._out_of_memory(exc) from exc
             log.error("inference failed: %s", exc)
             raise InferenceFailed("the model failed on this image; the error is in the server log") from exc
         finally:
@@ -135,4 +140,12 @@ class Engine:
 
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
-        return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size)
+        try:
+            return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size)
+        except MemoryError as exc:  # numpy's, around the run
+            raise self._out_of_memory(exc) from exc
+
+    def _out_of_memory(self, exc: BaseException) -> OutOfMemory:
+        log.error("%s: out of memory: %s", self.spec.name, str(exc).strip()[:300] or type(exc).__name__)
+        return OutOfMemory(f"{self.spec.name} could not get the memory it needs for this run; retry shortly",
+                           retry_after=10)

@@ -72,6 +72,12 @@ class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 
 
+class OutOfMemory(Busy):
+    """The model run could not get the memory it needs: the server's state, not the client's
+    error, and perhaps gone in a moment (503 with Retry-After)."""
+    code = "out_of_memory"
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
     response = jsonify(error=message, code=code)
     response.status_code = status

@@ -155,9 +155,12 @@ def _guided_coefficients(guide: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, 
     return box_mean(a, 1), box_mean(b, 1)
 
 
-def _upsample(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A float32 grid (H, W) scaled to ``size`` (width, height), bilinear."""
-    return np.asarray(Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR))
+def _grid_rows(grid: Image.Image, size: tuple[int, int], top: int, bottom: int) -> np.ndarray:
+    """Rows ``top:bottom`` of ``grid`` scaled to ``size`` (width, height), bilinear: the values
+    of scaling the whole grid and cutting the rows out (to float32 rounding), without the whole."""
+    scale = grid.height / size[1]
+    box = (0, top * scale, grid.width, bottom * scale)
+    return np.asarray(grid.resize((size[0], bottom - top), Image.Resampling.BILINEAR, box=box))
 
 
 def refine_mask(rgb: Image.Image, mask: Image.Image, resolution: int) -> Image.Image:
@@ -169,24 +172,33 @@ def refine_mask(rgb: Image.Image, mask: Image.Image, resolution: int) -> Image.I
     fur). ``resolution`` is the side of the network's output (the model's input
     size), from which the mask was scaled to the photo. Only pixels within about
     a cell of a soft mask value (not 0..5 or 250..255) change. The coefficients
-    are found on a grid of cells, so the cost is a few full-resolution passes.
+    are found on a grid of cells; the full-resolution pass goes down the photo in
+    strips of _STRIP rows, so its memory is a few MB at any size (a 12 MP photo included).
     """
     m = np.asarray(mask)
     soft = _soft(m)
     if not soft.any():
         return mask
-    with heap_buffers():  # a dozen full-size float32 temporaries
+    with heap_buffers():  # the strips' temporaries, reused from the heap
         w, h = rgb.size
         cell = max(2, round(_CELL * max(w, h) / resolution))
         grid = (max(1, -(-w // cell)), max(1, -(-h // cell)))
         a, b = _guided_coefficients(_floats(rgb.resize(grid, Image.Resampling.BOX)),
                                     _floats(mask.resize(grid, Image.Resampling.BOX))[..., 0])
-        soft = Image.fromarray(soft.astype(np.uint8))
-        near_soft = box_mean(_floats(soft.resize(grid, Image.Resampling.BOX)), 1)[..., 0] > 0
-        band = np.asarray(Image.fromarray(near_soft).resize((w, h), Image.Resampling.NEAREST))
-
-        q = _upsample(b, (w, h)) * 255
-        for channel in range(3):
-            q += _upsample(a[..., channel], (w, h)) * np.asarray(rgb.getchannel(channel), dtype=np.float32)
-        refined = np.where(band, np.clip(q + 0.5, 0, 255), m).astype(np.uint8)
-    return Image.fromarray(refined)
+        soft_cells = Image.fromarray(soft.view(np.uint8)).resize(grid, Image.Resampling.BOX)
+        del soft
+        near_soft = box_mean(_floats(soft_cells), 1)[..., 0] > 0  # cells at most one from a soft pixel
+        columns = np.minimum(((np.arange(w) + 0.5) * (grid[0] / w)).astype(np.intp), grid[0] - 1)  # nearest cell
+        terms = [Image.fromarray(np.ascontiguousarray(b * 255, dtype=np.float32))] + [
+            Image.fromarray(np.ascontiguousarray(a[..., channel], dtype=np.float32)) for channel in range(3)]
+        refined = np.array(m)
+        for top in range(0, h, _STRIP):
+            bottom = min(top + _STRIP, h)
+            colours = np.asarray(rgb.crop((0, top, w, bottom)), dtype=np.float32)
+            q = _grid_rows(terms[0], (w, h), top, bottom)
+            for channel in range(3):
+                q = q + _grid_rows(terms[channel + 1], (w, h), top, bottom) * colours[..., channel]
+            rows = np.minimum(((np.arange(top, bottom) + 0.5) * (grid[1] / h)).astype(np.intp), grid[1] - 1)
+            band = near_soft[rows][:, columns]
+            refined[top:bottom][band] = np.clip(q[band] + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(refined)

@@ -1,9 +1,9 @@
 """The one path from upload bytes to the encoded answer, walked by the API, remove.bg's API, the
 CLI and eval.
 
-``decode → predict (run, postprocess, refine) → scale up → cut out → crop → compose → encode``: each caller
-adds only its own edge (an HTTP form, files on disk, a score table), so what the bench measures
-through the API is what users of every entry point get.
+``decode → predict (run, postprocess) → scale to the answer's size → refine → cut out → crop →
+place → compose → encode``: each caller adds only its own edge (an HTTP form, files on disk, a
+score table), so what the bench measures through the API is what users of every entry point get.
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ class Result:
     mask: Image.Image          # mode L, the answer's alpha (cropped with it)
     image: Image.Image         # the answer before encoding: the mask, an RGBA cut-out or the composed photo
     body: bytes | None         # ``image`` encoded as Options.fmt
+    model: str                 # the catalog name of the model that made the mask
     model_ms: float            # prediction and refinement
     confidence: float          # how far to trust the mask, 0–1 (service/confidence.py)
     warning: str | None        # why the mask looks wrong, if it does
@@ -71,12 +72,10 @@ def answer_long_side(original: tuple[int, int], pixels: int) -> int:
 def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = Options(),
             deadline: float | None = None) -> Result:
     """Upload bytes → :class:`Result`. Raises the typed errors of decoding (4xx) and of the model
-    run (TimedOut at ``deadline``, InferenceFailed)."""
+    run (TimedOut at ``deadline``, OutOfMemory, InferenceFailed)."""
     decoded = decode_upload(data, settings.max_dimension, settings.max_pixels)
     started = time.perf_counter()
     mask = engine.predict_mask(decoded.rgb, deadline)
-    if options.refine:
-        mask = refine_mask(decoded.rgb, mask, engine.spec.input_size)
     model_ms = (time.perf_counter() - started) * 1000
     if options.output_pixels:
         width, height = decoded.original_size
@@ -90,6 +89,10 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
         elif long_side < max(decoded.rgb.size):
             decoded = shrink(decoded, long_side)
         mask = mask.resize(decoded.rgb.size, Image.Resampling.LANCZOS)
+    if options.refine:  # at the answer's size, in strips: a 12 MP answer's edges fitted to its own pixels
+        started = time.perf_counter()
+        mask = refine_mask(decoded.rgb, mask, engine.spec.input_size)
+        model_ms += (time.perf_counter() - started) * 1000
     mask = combine_alpha(mask, decoded.alpha)  # the upload's own transparency stays
     if options.roi:
         mask = clear_outside(mask, options.roi, decoded.original_size)
@@ -105,4 +108,4 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     if not options.only_mask:
         image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None
-    return Result(decoded, mask, image, body, model_ms, confidence, warning)
+    return Result(decoded, mask, image, body, engine.spec.name, model_ms, confidence, warning)

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import (admit_request, background, current_engine, current_settings, key_accepted, quality_headers,
+from .api import (admit_request, background, current_settings, key_accepted, quality_headers,
                   request_deadline, run_pipeline)
 from .download import download
 from .errors import Busy, ServiceError, drain_body
@@ -220,7 +220,7 @@ def removebg():
     headers = {"X-Width": str(image.width), "X-Height": str(image.height), "X-Foreground-Top": str(top),
                "X-Foreground-Left": str(left), "X-Foreground-Width": str(width),
                "X-Foreground-Height": str(height), "X-Credits-Charged": "0",
-               "X-Model-Used": current_engine().spec.name, **quality_headers(result),
+               "X-Model-Used": result.model, **quality_headers(result),
                "X-Processing-Time-Ms": str(round((time.perf_counter() - started) * 1000))}
     if "application/json" in request.headers.get("Accept", ""):
         response = jsonify(data={"result_b64": base64.b64encode(body).decode("ascii"), "foreground_top": top,

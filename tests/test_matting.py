@@ -120,3 +120,17 @@ def test_the_fine_pass_in_strips_gives_the_one_pass_answer(monkeypatch):
     in_strips = np.asarray(estimate_foreground(photo, mask))
     monkeypatch.setattr(service.matting, "_STRIP", 10_000)
     assert np.array_equal(in_strips, np.asarray(estimate_foreground(photo, mask)))
+
+
+def test_refinement_in_strips_gives_the_one_pass_answer(monkeypatch):
+    import service.matting
+
+    photo, truth = strands_over_an_edge(height=300)
+    photo = photo.rotate(90, expand=True)  # the strands run across the strips
+    mask = Image.fromarray(truth).rotate(90, expand=True).filter(ImageFilter.GaussianBlur(4))
+    monkeypatch.setattr(service.matting, "_STRIP", 7)  # rows that are no multiple of the 24 px cell
+    in_strips = np.asarray(refine_mask(photo, mask, resolution=50)).astype(int)
+    monkeypatch.setattr(service.matting, "_STRIP", 10_000)
+    whole = np.asarray(refine_mask(photo, mask, resolution=50)).astype(int)
+    assert not np.array_equal(whole, np.asarray(mask))
+    assert np.abs(in_strips - whole).max() <= 1  # the bilinear grid's float32 rounding, no more

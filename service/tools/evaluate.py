@@ -126,8 +126,10 @@ def _mean(values: list[float], digits: int = 4) -> str:
     return f"{statistics.fmean(values):.{digits}f}" if values else "–"
 
 
-def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
-    """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk."""
+def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_size: bool = False
+               ) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk; with
+    ``full_size``, at the photo's own size as ``size=full`` answers."""
     from ..catalog import CATALOG
     from ..config import Settings
     from ..engine import Engine
@@ -135,7 +137,8 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool) -> Itera
 
     settings = Settings.from_env()
     engine = Engine.fetched(CATALOG[model], settings, threads, show_progress=False)
-    options = Options(fmt=None, only_mask=True, refine=refine)
+    options = Options(fmt=None, only_mask=True, refine=refine,
+                      output_pixels=settings.max_output_pixels if full_size else None)
     for row in rows:
         result = cut_out(row.image.read_bytes(), engine, settings, options)
         yield result.decoded.rgb, result.mask
@@ -182,19 +185,20 @@ def flipped(pred: np.ndarray, reference: np.ndarray) -> float:
 
 def evaluate(root: Path, model: str, out: Path, limit: int | None = None, threads: int = 1,
              refine: bool = False, rembg: Path | None = None, rembg_home: Path | None = None,
-             reference: str | None = None) -> str:
+             reference: str | None = None, full_size: bool = False) -> str:
     """Score ``model`` (or, with ``rembg``, rembg's session with the same weights, run from that
     venv) on the benchmark in ``root``; write a contact sheet to ``out``; return the table.
 
     With ``reference`` (a catalog model, e.g. isnet-general-fp32) the masks are also held against
     that model's: mean and lowest IoU, the share of pixels that fall on the other side, and the
     photos where over 1% do; the contact sheet then starts with the photos that differ most and
-    shows the reference's mask in a fifth column.
+    shows the reference's mask in a fifth column. With ``full_size`` the masks are made at the
+    photo's own size, as ``size=full`` answers (rembg's always are).
     """
     rows = read_manifest(root)[:limit]
     if rembg is None:
         variant = f"{model}-refined" if refine else model
-        masks = _our_masks(rows, model, threads, refine)
+        masks = _our_masks(rows, model, threads, refine, full_size)
     else:
         from .versus import REMBG_MODEL
 
