@@ -94,8 +94,8 @@ _ROWS = (
         name="isnet-general-int8",
         filename="isnet-general-int8.onnx",
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
-        checksum="sha256:bd4d77088dcba8948822f383a9626e18eb3897df48c61e8ea84482dace34bf9e",
-        size=44572101,
+        checksum="sha256:8d388933fbad4a81906baf36e165150ab81ee0e0fb7f3ff5cf6075d4ac0f67ff",
+        size=44579403,
         sources=(Build(base="isnet-general-use-fp16", recipe="static-int8", table="isnet-general-use.json"),),
         description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
                     "isnet-general-tiny; its masks differ from float32's on a few photos",

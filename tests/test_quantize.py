@@ -159,19 +159,53 @@ def test_static_int8_build_is_pinned_and_quantises_all_but_the_tail(built_int8):
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert len(convs) == 114
-    for conv in convs[:-1]:  # integer arithmetic: 8-bit input, int8 weights per output channel
+    quantized = [c for c in convs if c.input[1] in producers]
+    assert len(quantized) == 113
+    for conv in quantized:  # integer arithmetic: 8-bit input, int8 weights per output channel
         activation, weight = producers[conv.input[0]], producers[conv.input[1]]
         assert activation.op_type == "DequantizeLinear" and weight.op_type == "DequantizeLinear"
         assert inits[weight.input[0]].data_type == TensorProto.INT8
         assert inits[activation.input[2]].data_type == TensorProto.UINT8
         assert len(inits[weight.input[1]].dims) == 1  # one scale per output channel
-    # the float-kept nodes: the last Conv (the logit), the final Resize and the Sigmoid
-    last = convs[-1]
-    assert last.input[1] in inits and inits[last.input[1]].data_type == TensorProto.FLOAT
+    # the float-kept nodes: the last Conv (the logit; in channel slices, summed), the final Resize
+    # and the Sigmoid
+    tail = [c for c in convs if c not in quantized]
+    assert len(tail) == 4 and all(inits[c.input[1]].data_type == TensorProto.FLOAT for c in tail)
     resize = producers[producers["output"].input[0]]
     assert producers["output"].op_type == "Sigmoid" and resize.op_type == "Resize"
-    assert producers[resize.input[0]] is last
+    assert producers[resize.input[0]].op_type == "Add"
+
+
+def test_the_int8_builds_float_steps_are_sliced_and_give_the_same_mask(built_int8, model_dir, tmp_path, monkeypatch,
+                                                                      sample_photo):
+    import onnx
+    import onnxruntime as ort
+
+    import service.tools.quantize as quantize
+    from service.imaging import decode_upload, preprocess
+
+    def float_buffers(path: Path) -> list[int]:
+        """Bytes of the float32 copy each Resize or float Conv behind a DequantizeLinear works on."""
+        model = onnx.load(str(path))
+        shapes = quantize._shapes(model)
+        producers = {o: n for n in model.graph.node for o in n.output}
+        return [4 * int(np.prod(shapes[n.output[0] if n.op_type == "Resize" else n.input[0]]))
+                for n in model.graph.node if n.op_type in ("Resize", "Conv") and n.input[0] in producers
+                and producers[n.input[0]].op_type == "DequantizeLinear"
+                and (n.op_type == "Resize" or n.input[1] not in producers)]
+
+    sliced_buffers = float_buffers(built_int8)
+    assert max(sliced_buffers) <= quantize.SLICE_BYTES
+    monkeypatch.setattr(quantize, "SLICE_BYTES", 2**40)  # nothing sliced
+    whole = tmp_path / "unsliced.onnx"
+    quantize.build_static_int8_model(model_dir / CATALOG["isnet-general-use-fp16"].filename, whole, ["output"],
+                                     quantize.CALIBRATION / "isnet-general-use.json")
+    whole_buffers = float_buffers(whole)
+    assert max(whole_buffers) == 64 * 2**20 and len(whole_buffers) < len(sliced_buffers)  # 64 channels at 512²
+    x = preprocess(decode_upload(sample_photo.read_bytes(), 1024, 40_000_000).rgb, CATALOG["isnet-general-int8"])
+    sliced, unsliced = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                        for p in (built_int8, whole))
+    assert np.abs(sliced - unsliced).max() < 1e-4  # only the float sums' order differs
 
 
 def test_static_int8_build_refuses_a_table_of_another_graph(model_dir, tmp_path):
