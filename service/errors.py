@@ -129,6 +129,12 @@ def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    @app.errorhandler(MemoryError)
+    def _out_of_memory(exc: MemoryError):  # outside the model run (decoding, compositing a large answer)
+        log.error("out of memory: %s", exc)
+        return error_response(503, OutOfMemory.code, "the server could not get the memory for this image; "
+                              "retry shortly, or send a smaller one", {"Retry-After": "10"})
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")

@@ -60,6 +60,12 @@ def _service_error(exc: ServiceError):
     return _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, headers)
 
 
+@bp.errorhandler(MemoryError)
+def _out_of_memory(exc: MemoryError):  # outside the model run, which raises OutOfMemory itself
+    return _errors(503, "out_of_memory", "the server could not get the memory for this image; retry shortly",
+                   {"Retry-After": "10"})
+
+
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(exc):
     drain_body()

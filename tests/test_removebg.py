@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +233,66 @@ def test_roi_keeps_the_subject_inside_the_region_only(u2netp_server, sample_phot
         assert mask[:, 256:].max() == 0, roi
         assert np.array_equal(mask[:, :256], whole[:, :256]), roi
     assert post(u2netp_server, sample_photo.read_bytes(), roi="0% 0% 100% 100%").status_code == 200
+
+
+# npm's remove.bg client (MIT), the one whose options cover crop, scale and position; its endpoint
+# is a constant, so the test loads a copy with only that constant changed.
+NPM_CLIENT = "remove.bg@1.3.0"
+NODE_SCRIPT = """
+const fs = require("fs");
+const path = require("path");
+const source = path.join(process.cwd(), "node_modules/remove.bg/dist/index.js");
+const local = path.join(path.dirname(source), "local.js");
+fs.writeFileSync(local, fs.readFileSync(source, "utf8").replace("https://api.remove.bg", process.argv[2]));
+const removebg = require(local);
+const photo = process.argv[3], key = process.argv[4];
+(async () => {
+  const cropped = await removebg.removeBackgroundFromImageFile({path: photo, apiKey: key, size: "full",
+      crop: true, crop_margin: "20px", outputFile: "cropped.png"});
+  const placed = await removebg.removeBackgroundFromImageBase64({base64img: fs.readFileSync(photo, "base64"),
+      apiKey: key, size: "regular", scale: "50%", position: "0% 100%", channels: "alpha", outputFile: "placed.png"});
+  console.log(JSON.stringify({cropped, placed}, (k, v) => k === "base64img" ? undefined : v));
+})().catch(error => { console.error(JSON.stringify(error)); process.exit(1); });
+"""
+
+
+@pytest.fixture(scope="module")
+def npm_client(tmp_path_factory) -> Path:
+    import shutil
+    import subprocess
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        if os.environ.get("REQUIRE_NODE"):
+            pytest.fail("no node and npm (apt-get install nodejs npm)")
+        pytest.skip("node and npm are not installed")
+    folder = tmp_path_factory.mktemp("npm-client")
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", NPM_CLIENT], cwd=folder, check=True,
+                   capture_output=True, timeout=300)
+    (folder / "run.js").write_text(NODE_SCRIPT)
+    return folder
+
+
+def test_npms_remove_bg_client_crops_places_and_gets_full_resolution(keyed_server, npm_client, sample_photo):
+    import json
+    import subprocess
+
+    photo = npm_client / "large.jpg"  # 2048², four times the pixels the model sees
+    with Image.open(sample_photo) as image:
+        image.resize((2048, 2048), Image.Resampling.LANCZOS).save(photo, "JPEG", quality=92)
+    run = subprocess.run(["node", "run.js", keyed_server.url, str(photo), KEY], cwd=npm_client,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    answers = json.loads(run.stdout)
+    with Image.open(npm_client / "cropped.png") as cropped:
+        assert cropped.mode == "RGBA"
+        assert cropped.size == (int(answers["cropped"]["resultWidth"]), int(answers["cropped"]["resultHeight"]))
+        assert max(cropped.size) > 1024 and cropped.size != (2048, 2048)  # full resolution, cut to the subject
+        alpha = np.asarray(cropped.getchannel("A"))
+        assert alpha[:20].max() <= 5 and alpha[:, -20:].max() <= 5  # the 20 px margins hold no subject
+    with Image.open(npm_client / "placed.png") as placed:
+        mask = np.asarray(placed)
+        assert placed.mode == "L" and placed.width * placed.height <= 250_000
+        rows, cols = np.nonzero(mask > 5)
+        assert cols.min() <= 2 and rows.max() >= placed.height - 3  # bottom left
+        assert max(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1) <= 0.52 * placed.width
+    assert answers["cropped"]["creditsCharged"] == "0"
