@@ -84,6 +84,17 @@ def start_server(env: dict[str, str], log: Path, timeout: float = 90, preexec_fn
     raise RuntimeError(f"server not healthy after {timeout} s:\n{log.read_text()}")
 
 
+def cap_address_space(server: LiveServer, headroom_mb: int | None) -> None:
+    """Cap the address space of ``server``'s worker at what it maps now plus ``headroom_mb``
+    (RLIMIT_AS, set from outside), or lift the cap (None): allocations past it fail inside the
+    process, as on a host without overcommit or on a full GPU, instead of the kernel killing it."""
+    import psutil
+
+    (worker,) = psutil.Process(server.process.pid).children()
+    limit = psutil.RLIM_INFINITY if headroom_mb is None else worker.memory_info().vms + headroom_mb * 2**20
+    worker.rlimit(psutil.RLIMIT_AS, (limit, psutil.RLIM_INFINITY))
+
+
 def save(image: Image.Image, fmt: str, **params) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **params)

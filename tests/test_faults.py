@@ -6,33 +6,27 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 
-from .support import gradient, save, start_server
+from .support import cap_address_space, gradient, save, start_server
 
 
-def worker_of(server) -> psutil.Process:
-    return psutil.Process(server.process.pid).children()[0]
-
-
-def test_a_failed_inference_answers_500_once_and_the_next_request_works(u2netp_server, sample_photo):
+def test_a_run_that_fails_for_memory_answers_503_once_and_the_next_request_works(u2netp_server, sample_photo):
     """A real failure: the worker's address space is capped just above its size, so ONNX
     Runtime's allocations fail (std::bad_alloc) in the middle of the network."""
     upload = {"file": ("photo.jpg", sample_photo.read_bytes())}
-    worker = worker_of(u2netp_server)
-    worker.rlimit(psutil.RLIMIT_AS, (worker.memory_info().vms + 20 * 2**20, psutil.RLIM_INFINITY))
+    cap_address_space(u2netp_server, 20)
     try:
         failed = u2netp_server.post("/api/bg/remove", files=upload)
     finally:
-        worker.rlimit(psutil.RLIMIT_AS, (psutil.RLIM_INFINITY, psutil.RLIM_INFINITY))
-    assert failed.status_code == 500
-    assert failed.json() == {"error": "the model failed on this image; the error is in the server log",
-                             "code": "inference_failed"}
+        cap_address_space(u2netp_server, None)
+    assert failed.status_code == 503 and int(failed.headers["Retry-After"]) > 0
+    assert failed.json() == {"error": "u2netp could not get the memory it needs for this run; retry shortly",
+                             "code": "out_of_memory"}
     assert "Traceback" not in failed.text
     assert u2netp_server.post("/api/bg/remove", files=upload).status_code == 200
     assert u2netp_server.get("/api/bg/status").json()["queue"]["admitted"] == 0
-    assert "inference failed" in u2netp_server.log.read_text()
+    assert "u2netp: out of memory" in u2netp_server.log.read_text()
 
 
 @pytest.fixture(scope="module")
