@@ -117,6 +117,9 @@ def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
     ({"roi": "50% 0% 10% 100%"}, "invalid_parameters", "roi"),
     ({"roi": "0% 0% 150% 100%"}, "invalid_parameters", "roi"),
     ({"shadow_type": "car"}, "invalid_parameters", "shadow_type"),
+    ({"add_shadow": "true"}, "invalid_parameters", "add_shadow"),
+    ({"type": "spaceship"}, "invalid_parameters", "type"),
+    ({"type_level": "3"}, "invalid_parameters", "type_level"),
     ({"size": "huge"}, "invalid_parameters", "size"),
     ({"bg_color": "not-a-colour"}, "invalid_parameters", "bg_color"),
 ])
@@ -296,3 +299,11 @@ def test_npms_remove_bg_client_crops_places_and_gets_full_resolution(keyed_serve
         assert cols.min() <= 2 and rows.max() >= placed.height - 3  # bottom left
         assert max(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1) <= 0.52 * placed.width
     assert answers["cropped"]["creditsCharged"] == "0"
+
+
+def test_type_hints_and_default_shadow_values_are_accepted_and_change_nothing(u2netp_server, sample_photo):
+    plain = post(u2netp_server, sample_photo.read_bytes(), channels="alpha")
+    hinted = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", type="person", type_level="latest",
+                  add_shadow="false", shadow_type="none", scale="original", position="original",
+                  roi="0% 0% 100% 100%")
+    assert hinted.status_code == 200 and hinted.content == plain.content
