@@ -200,16 +200,27 @@ def _channels(tensor: str, producers: dict, inits: dict) -> int | None:
     return None
 
 
-def _split_concat_convs(graph: onnx.GraphProto) -> int:
-    """Replace Conv(Concat(x1..xn)) by a sum of n Convs on slices of its weight (int8 behind a
-    DequantizeLinear, or float). Returns the count."""
-    inits = {t.name: t for t in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
+def _index(graph: onnx.GraphProto) -> tuple[dict, dict, dict]:
+    """(producer of each tensor, consumers of each tensor, initializers by name)."""
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    return {o: n for n in graph.node for o in n.output}, consumers, {t.name: t for t in graph.initializer}
 
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove the initializers no node reads."""
+    used = {name for n in graph.node for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _split_concat_convs(graph: onnx.GraphProto) -> int:
+    """Replace Conv(Concat(x1..xn)) by a sum of n Convs on slices of its weight (int8 behind a
+    DequantizeLinear, or float). Returns the count."""
+    producers, consumers, inits = _index(graph)
     plans = {}  # Concat output name → (conv, its DequantizeLinear or None, weight name, channels per input)
     for node in graph.node:
         users = consumers.get(node.output[0], [])
@@ -264,10 +275,7 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
                 total = summed
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for n in graph.node for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _drop_unused_initializers(graph)
     return len(plans)
 
 
@@ -275,15 +283,6 @@ def _split_concat_convs(graph: onnx.GraphProto) -> int:
 # QuantizeLinear may need in the static int8 graph: each works on a float32 copy of its uint8
 # input, 64 MiB for 64 channels at 512². Sliced by channels, each part needs a fraction.
 SLICE_BYTES = 16 * 2**20
-
-
-def _index(graph: onnx.GraphProto) -> tuple[dict, dict, dict]:
-    """(producer of each tensor, consumers of each tensor, initializers by name)."""
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return {o: n for n in graph.node for o in n.output}, consumers, {t.name: t for t in graph.initializer}
 
 
 def _parts(channels: int, nbytes: int) -> int:
@@ -327,11 +326,10 @@ def _slice_float_steps(model: onnx.ModelProto) -> int:
         slices = [f"{base}_in{k}" for k in range(parts)]
         new = [helper.make_node("Split", [dequantize.input[0], f"{base}_slices"], slices, name=f"{base}_split",
                                 axis=1)]
-        results = []
+        results, attributes = [], {a.name: helper.get_attribute_value(a) for a in node.attribute}
         for k, piece in enumerate(slices):
             new.append(helper.make_node("DequantizeLinear", [piece, *dequantize.input[1:]], [f"{piece}_f"],
                                         name=f"{piece}_dq"))
-            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "Resize":  # the output size of one slice, a constant: the graph's shapes are fixed
                 size = f"{base}_slice_size"
                 if k == 0:
@@ -366,13 +364,6 @@ def _slice_float_steps(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return sum(1 for replaced in before.values() if replaced)
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for n in graph.node for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
 
 
 def _save(model: onnx.ModelProto, target: Path, description: str) -> None:
@@ -428,7 +419,8 @@ def build_static_int8_model(source: Path, target: Path, outputs: list[str] | Non
     ranges from ``table``: :mod:`service.tools.calibrate`), in QDQ form, which ONNX Runtime
     runs with integer kernels; :func:`float_kept_nodes` stay float. Then the float steps whose
     buffers would pass SLICE_BYTES are sliced by channels (:func:`_slice_float_steps`): the same
-    masks, with 39 MiB less live at the peak of a run. Returns how many nodes were left in float. Raises ValueError when the table does not belong to this graph.
+    masks, with 39 MiB less live at the peak of a run. Returns how many nodes were left in float.
+    Raises ValueError when the table does not belong to this graph.
     """
     import json
     import tempfile
