@@ -364,8 +364,7 @@ def place_subject(image: Image.Image, mask: Image.Image, scale: float | None,
         subject = layer.crop(box)
         if size != (width, height):
             subject = subject.resize(size, Image.Resampling.LANCZOS)
-        blank = (0,) * len(layer.getbands()) if layer.mode != "L" else 0
-        canvas = Image.new(layer.mode, layer.size, blank)
+        canvas = Image.new(layer.mode, layer.size, 0)  # transparent, or 0 in the mask
         canvas.paste(subject, (left, top))
         placed.append(canvas)
     return placed[0], placed[1]
