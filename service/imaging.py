@@ -114,9 +114,7 @@ def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dim
     img = img.convert("RGBA" if has_alpha else "RGB")
 
     if max(img.size) > max_dimension:
-        scale = max_dimension / max(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.Resampling.LANCZOS)
+        img = img.resize(_scaled(img.size, max_dimension), Image.Resampling.LANCZOS)
     alpha = None
     if has_alpha:
         alpha = img.getchannel("A")
@@ -124,10 +122,15 @@ def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dim
     return Decoded(rgb=img, alpha=alpha, original_size=original_size, format=fmt)
 
 
+def _scaled(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """``size`` (width, height) scaled so that its long side is ``long_side``, the aspect kept."""
+    scale = long_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def shrink(decoded: Decoded, long_side: int) -> Decoded:
     """``decoded`` scaled down (LANCZOS) so that its long side is ``long_side``."""
-    scale = long_side / max(decoded.rgb.size)
-    size = (max(1, round(decoded.rgb.width * scale)), max(1, round(decoded.rgb.height * scale)))
+    size = _scaled(decoded.rgb.size, long_side)
     alpha = decoded.alpha.resize(size, Image.Resampling.LANCZOS) if decoded.alpha is not None else None
     return Decoded(decoded.rgb.resize(size, Image.Resampling.LANCZOS), alpha, decoded.original_size, decoded.format)
 
@@ -236,6 +239,7 @@ def parse_color(text: str | None) -> Color | None:
 # faint haze over much of a photo, which is no part of the subject.
 CERTAIN_LEVEL = 5
 _MARGIN = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
 # remove.bg's limits on a crop margin, per side: half the subject's extent, and 500 px.
 MARGIN_MAX_SHARE, MARGIN_MAX_PX = 0.5, 500
 
@@ -320,7 +324,7 @@ def parse_scale(text: str | None) -> float | None:
     along its tighter side → a fraction. Raises BadRequest."""
     if not text or text.strip().lower() == "original":
         return None
-    match = re.match(r"^(\d+(?:\.\d+)?)%$", text.strip())
+    match = _PERCENT.match(text.strip())
     if not match or not 10 <= float(match.group(1)) <= 100:
         raise BadRequest(f"scale is original or a value from 10% to 100%, got {text!r}")
     return float(match.group(1)) / 100
@@ -335,7 +339,7 @@ def parse_position(text: str | None) -> tuple[float, float] | None:
     if text.strip().lower() == "center":
         return 0.5, 0.5
     parts = text.split()
-    matches = [re.match(r"^(\d+(?:\.\d+)?)%$", part) for part in parts]
+    matches = [_PERCENT.match(part) for part in parts]
     if not 1 <= len(parts) <= 2 or not all(matches) or any(float(m.group(1)) > 100 for m in matches):
         raise BadRequest(f"position is original, center, or one or two values from 0% to 100%, got {text!r}")
     x = float(matches[0].group(1)) / 100
