@@ -8,6 +8,7 @@ import time
 from pathlib import PurePosixPath
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
@@ -62,6 +63,12 @@ def read_file(upload, field: str) -> bytes:
     return data
 
 
+def background_picture(data: bytes) -> Image.Image:
+    """A background image's bytes, decoded and checked like a photo (at most MAX_DIMENSION)."""
+    settings = current_settings()
+    return decode_upload(data, settings.max_dimension, settings.max_pixels).rgb
+
+
 def background(image_field: str, color: str | None, fmt: str, color_field: str = "color") -> Background | None:
     """The background asked for: an uploaded image (decoded like the photo), a colour
     (:func:`parse_color`; None for transparent), or None when neither is given. Refuses
@@ -70,8 +77,7 @@ def background(image_field: str, color: str | None, fmt: str, color_field: str =
     if upload is not None and color:
         raise BadRequest(f"give a colour or {image_field}, not both")
     if upload is not None:
-        settings = current_settings()
-        return decode_upload(read_file(upload, image_field), settings.max_dimension, settings.max_pixels).rgb
+        return background_picture(read_file(upload, image_field))
     if not color:
         return None
     try:

@@ -78,6 +78,14 @@ class OutOfMemory(Busy):
     code = "out_of_memory"
 
 
+def memory_exhausted(exc: MemoryError) -> OutOfMemory:
+    """What a MemoryError outside the model run (decoding, compositing a large answer) is
+    answered as, by every API: 503 with Retry-After."""
+    log.error("out of memory: %s", exc)
+    return OutOfMemory("the server could not get the memory for this image; retry shortly, or send a smaller one",
+                       retry_after=10)
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None):
     response = jsonify(error=message, code=code)
     response.status_code = status
@@ -130,10 +138,8 @@ def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
         return response
 
     @app.errorhandler(MemoryError)
-    def _out_of_memory(exc: MemoryError):  # outside the model run (decoding, compositing a large answer)
-        log.error("out of memory: %s", exc)
-        return error_response(503, OutOfMemory.code, "the server could not get the memory for this image; "
-                              "retry shortly, or send a smaller one", {"Retry-After": "10"})
+    def _out_of_memory(exc: MemoryError):
+        return _service_error(memory_exhausted(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -16,11 +16,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import (admit_request, background, current_settings, key_accepted, quality_headers,
+from .api import (admit_request, background, background_picture, current_settings, key_accepted, quality_headers,
                   request_deadline, run_pipeline)
 from .download import download
-from .errors import Busy, ServiceError, drain_body
-from .imaging import decode_upload, parse_margin, parse_position, parse_roi, parse_scale, subject_box
+from .errors import Busy, ServiceError, drain_body, memory_exhausted
+from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
 from .pipeline import Options
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
@@ -61,9 +61,8 @@ def _service_error(exc: ServiceError):
 
 
 @bp.errorhandler(MemoryError)
-def _out_of_memory(exc: MemoryError):  # outside the model run, which raises OutOfMemory itself
-    return _errors(503, "out_of_memory", "the server could not get the memory for this image; retry shortly",
-                   {"Retry-After": "10"})
+def _out_of_memory(exc: MemoryError):
+    return _service_error(memory_exhausted(exc))
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -218,8 +217,7 @@ def removebg():
                 data = _fetch(params["image_url"], "image_url", deadline)
             if params.get("bg_image_url"):
                 picture = _fetch(params["bg_image_url"], "bg_image_url", deadline)
-                options = replace(options, background=decode_upload(picture, settings.max_dimension,
-                                                                     settings.max_pixels).rgb)
+                options = replace(options, background=background_picture(picture))
             result = run_pipeline(data, options, deadline)
     image, body = result.image, result.body
     top, left, width, height = _box(result.mask)
