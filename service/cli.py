@@ -303,7 +303,7 @@ def _calibrate(args, settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     table = calibrate(photos, base, CATALOG["isnet-general-int8"].output, args.threads)
-    args.out.write_text(json.dumps(table, indent=1) + "\n")
+    _write_new((json.dumps(table, indent=1) + "\n").encode(), args.out)
     print(f"{args.out}: ranges of {len(table['ranges'])} tensors from {len(photos)} photos")
     return 0
 
