@@ -92,6 +92,19 @@ def create_app(config: Mapping[str, str] | None = None):
 FALLBACK_MODEL = "u2netp"
 
 
+def check_memory(name: str) -> None:
+    """Raise MemoryError when catalog model ``name`` needs more memory at work than this
+    container's limit (its cgroup) allows: checked before its file is fetched."""
+    from .catalog import CATALOG
+    from .memory import cgroup_limit_mb
+
+    spec, limit = CATALOG[name], cgroup_limit_mb()
+    if spec.memory_mb and limit and spec.memory_mb > limit:
+        need = "about" if spec.memory_measured else "at least"
+        raise MemoryError(f"{name} needs {need} {spec.memory_mb} MB at work; this container's memory "
+                          f"limit is {limit:.0f} MB")
+
+
 def load_engine(name: str, settings, device: str | None = None):
     """An Engine for catalog model ``name`` with the settings' threads and weights, on ``device``
     (default the configured one); its file fetched if missing. Raises MemoryError when the
@@ -99,12 +112,9 @@ def load_engine(name: str, settings, device: str | None = None):
     ONNX Runtime's load raises."""
     from .catalog import CATALOG
     from .engine import Engine
-    from .memory import cgroup_limit_mb
 
-    spec, limit = CATALOG[name], cgroup_limit_mb()
-    if spec.memory_mb and limit and spec.memory_mb > limit:
-        raise MemoryError(f"{name} needs about {spec.memory_mb} MB at work; this container's memory "
-                          f"limit is {limit:.0f} MB")
+    check_memory(name)
+    spec = CATALOG[name]
     return Engine(spec, ensure_model(replace(settings, model=name)), settings.threads,
                   float_weights=settings.float_weights, device=device or settings.device, fallback=settings.fallback)
 

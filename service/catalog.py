@@ -69,6 +69,11 @@ class ModelSpec:
     # (bench --memory-limit) where measured, else the tree's summed RSS, which counts the pages
     # the gunicorn master and worker share twice and so errs high.
     memory_mb: int | None = None
+    # False: memory_mb is a floor worked out from the architecture (weights, the largest tensor
+    # of a run, the idle server), for files that could not be had here to measure.
+    memory_measured: bool = True
+    # Applied to the output before it is scaled to 0..1: "sigmoid" where the graph ends in logits.
+    activation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ _ROWS = (
         size=None,
         sources=(Url(f"{REMBG_RELEASE}/u2net.onnx"),),
         description="U²-Net full, fp32, 320 px (rembg's release file)",
+        memory_mb=390, memory_measured=False,  # u2netp's graph, wider: u2netp's 216 + 172 MB more weights
     ),
     ModelSpec(
         name="silueta",
@@ -177,6 +183,72 @@ _ROWS = (
         size=None,
         sources=(Url(f"{REMBG_RELEASE}/silueta.onnx"),),
         description="U²-Net pruned to 43 MB, 320 px (rembg's release file)",
+        memory_mb=255, memory_measured=False,  # u2netp's 216 + 39 MB more weights
+    ),
+)
+
+# The larger models, as rembg's release carries them (checksums as rembg publishes them; the
+# publishers' own copies are on Hugging Face). Their memory floors: float32 weights (4 B a
+# weight; fp16 for RMBG-2.0, whose file's precision is not known here), plus the largest tensor
+# of a run at 1024² (for the Swin backbones, one window-attention matrix of stage 1: 22² windows
+# of 144 tokens, 6 heads for Swin-L; 37² windows of 49 tokens, 3 heads for Swin-T), plus the
+# idle server (150 MB: Python, the web stack, ONNX Runtime's code; bench "RSS start").
+_BIREFNET_NOTE = "BiRefNet (Zheng et al., CAAI AIR 2024)"
+_ROWS += (
+    ModelSpec(
+        name="birefnet-general",
+        filename="BiRefNet-general-epoch_244.onnx",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
+        checksum="md5:7a35a0141cbbc80de11d9c9a28f52697",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-epoch_244.onnx"),),
+        description=f"{_BIREFNET_NOTE}, general use, Swin-L backbone: finest edges, for hosts with GBs",
+        licence="MIT (the BiRefNet project)",
+        memory_mb=1180, memory_measured=False,  # 197 M weights: 788 MB; attention 241 MB; server 150
+    ),
+    ModelSpec(
+        name="birefnet-general-lite",
+        filename="BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
+        checksum="md5:4fab47adc4ff364be1713e97b7e66334",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx"),),
+        description=f"{_BIREFNET_NOTE}, general use, Swin-T backbone",
+        licence="MIT (the BiRefNet project)",
+        memory_mb=300, memory_measured=False,  # 28 M weights: 112 MB; attention 39 MB; server 150
+    ),
+    ModelSpec(
+        name="birefnet-portrait",
+        filename="BiRefNet-portrait-epoch_150.onnx",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
+        checksum="md5:c3a64a6abf20250d090cd055f12a3b67",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-portrait-epoch_150.onnx"),),
+        description=f"{_BIREFNET_NOTE}, trained on portraits, Swin-L backbone",
+        licence="MIT (the BiRefNet project)",
+        memory_mb=1180, memory_measured=False,  # as birefnet-general
+    ),
+    ModelSpec(
+        name="rmbg-2.0",
+        filename="bria-rmbg-2.0.onnx",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,  # its graph ends in a sigmoid
+        checksum="sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/bria-rmbg-2.0.onnx"),),
+        description="BRIA RMBG-2.0 (BiRefNet architecture, BRIA's training data): NON-COMMERCIAL use only",
+        licence="CC BY-NC 4.0: non-commercial use only (BRIA AI sells commercial licences)",
+        memory_mb=790, memory_measured=False,  # 197 M weights at fp16 at least: 394 MB; attention 241; server 150
+    ),
+    ModelSpec(
+        name="isnet-anime",
+        filename="isnet-anime.onnx",
+        input_size=1024, mean=(0.485, 0.456, 0.406), std=(1.0, 1.0, 1.0), output=None,
+        checksum="md5:6f184e756bb3bd901c8849220a83e38e",
+        size=None,
+        sources=(Url(f"{REMBG_RELEASE}/isnet-anime.onnx"),),
+        description="IS-Net trained on anime characters (the anime-segmentation project)",
+        licence="Apache-2.0 (the anime-segmentation project)",
+        memory_mb=900, memory_measured=False,  # isnet-general-use's graph (isnet-general-fp32 measured)
     ),
 )
 

@@ -278,7 +278,7 @@ def _models() -> int:
     for spec in CATALOG.values():
         name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
         size = f"{spec.size / 1e6:.1f}" if spec.size else "?"
-        memory = str(spec.memory_mb) if spec.memory_mb else "?"
+        memory = "?" if not spec.memory_mb else str(spec.memory_mb) if spec.memory_measured else f"≥ {spec.memory_mb}"
         sources = "; ".join(describe_source(s) for s in spec.sources)
         print(f"| {name} | {spec.input_size}² | {size} | {memory} | {spec.licence} | {sources} |")
     return 0

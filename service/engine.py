@@ -141,7 +141,7 @@ class Engine:
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
         try:
-            return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size)
+            return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size, self.spec.activation)
         except MemoryError as exc:  # numpy's, around the run
             raise self._out_of_memory(exc) from exc
 

@@ -149,13 +149,19 @@ def preprocess(rgb: Image.Image, spec: ModelSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
 
 
-def postprocess(prediction: np.ndarray, size: tuple[int, int]) -> Image.Image:
+def postprocess(prediction: np.ndarray, size: tuple[int, int], activation: str | None = None) -> Image.Image:
     """Network output (1, 1, S, S), any float range → mask, mode L, ``size`` (width, height).
 
-    Min-max normalised to 0..255 and truncated to uint8 (rembg's rounding),
-    then resized with LANCZOS. A constant prediction gives an empty mask.
+    ``activation`` "sigmoid" first maps logits to 0..1 (models whose graph ends before it:
+    :attr:`service.catalog.ModelSpec.activation`). Then min-max normalised to 0..255 and
+    truncated to uint8 (rembg's rounding), and resized with LANCZOS. A constant prediction
+    gives an empty mask.
     """
     p = prediction[0, 0].astype(np.float32, copy=False)
+    if activation == "sigmoid":
+        p = 1 / (1 + np.exp(-np.clip(p, -80, 80)))  # clipped: no overflow, the same 0 and 1
+    elif activation is not None:
+        raise ValueError(f"unknown output activation {activation!r}")
     low, high = float(p.min()), float(p.max())
     if high - low > 0:
         p = (p - low) * np.float32(255.0 / (high - low))

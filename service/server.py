@@ -15,7 +15,7 @@ import sys
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
-from . import ensure_model
+from . import check_memory, ensure_model
 from .config import ConfigError, Settings
 
 log = logging.getLogger("service")
@@ -106,8 +106,9 @@ def serve(app_uri: str) -> None:
         log.error("%s", exc)
         sys.exit(1)
     try:
+        check_memory(settings.model)  # before a download it could never use
         ensure_model(settings)
-    except RuntimeError as exc:
+    except (MemoryError, RuntimeError) as exc:
         if not settings.fallback:
             log.error("%s", exc)
             sys.exit(1)

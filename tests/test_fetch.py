@@ -48,8 +48,12 @@ def test_every_catalog_row_is_complete():
     for spec in CATALOG.values():
         assert re.fullmatch(r"sha256:[0-9a-f]{64}|md5:[0-9a-f]{32}", spec.checksum), spec.name
         assert spec.sources, spec.name
-        assert spec.licence.startswith("Apache-2.0"), spec.name  # IS-Net's and U²-Net's weights
+        assert spec.licence.split()[0] in ("Apache-2.0", "MIT", "CC"), spec.name
+        if "BY-NC" in spec.licence:  # RMBG-2.0's: the restriction is said where users read the licence
+            assert "non-commercial" in spec.licence, spec.name
         assert spec.input_size in (320, 1024) and len(spec.mean) == len(spec.std) == 3
+        assert spec.activation in (None, "sigmoid"), spec.name
+        assert spec.memory_mb, spec.name  # measured, or a floor from the architecture (memory_measured)
         for source in spec.sources:
             if isinstance(source, Build):
                 assert source.base in CATALOG and source.recipe in ("int8", "split", "float32", "static-int8")

@@ -131,6 +131,18 @@ def test_postprocess_normalises_and_resizes():
     assert raw.min() == 0 and raw.max() == 255
 
 
+def test_postprocess_applies_the_catalogs_output_activation_first():
+    logits = np.array([-1000, -10, 0, 2, 10, 1000], np.float32).reshape(1, 1, 1, 6)
+    sigmoid = 1 / (1 + np.exp(-np.clip(logits[0, 0, 0], -80, 80)))
+    expected = ((sigmoid - sigmoid.min()) / (sigmoid.max() - sigmoid.min()) * 255).astype(np.uint8)  # rembg's BiRefNet
+    with np.errstate(all="raise"):  # no overflow on logits far past the sigmoid's range
+        got = np.asarray(postprocess(logits, (6, 1), "sigmoid"))[0]
+    assert got.tolist() == expected.tolist() == [0, 0, 127, 224, 254, 255]
+    assert np.asarray(postprocess(logits, (6, 1)))[0].tolist() != got.tolist()  # not the plain min-max
+    with pytest.raises(ValueError, match="unknown output activation"):
+        postprocess(logits, (6, 1), "softmax")
+
+
 def test_postprocess_of_constant_prediction_is_empty():
     assert np.asarray(postprocess(np.ones((1, 1, 4, 4), np.float32), (4, 4))).max() == 0
 
