@@ -179,13 +179,21 @@ def combine_alpha(mask: Image.Image, alpha: Image.Image | None) -> Image.Image:
 def cutout(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     """RGBA image: ``mask`` as straight alpha over the photo's colours, and (0, 0, 0, 0) where
     the mask is 0: a colour under alpha 0 can't be seen, and runs of zeros halve a cut-out's PNG
-    encoding (30 → 15 ms) and shrink its file to about 37% (the sample photos, 2026-11-24)."""
-    out = Image.composite(rgb, Image.new("RGB", rgb.size), mask.point(_VISIBLE))  # 1.7 ms a megapixel
-    out.putalpha(mask)
-    return out
+    encoding (30 → 15 ms) and shrink its file to about 37% (the sample photos, 2026-11-24).
+
+    Written into one RGBA buffer a strip of rows at a time: no full-size copy besides the
+    answer (a 12 MP cut-out's peak stays at its 48 MB RGBA), about 5 ms a megapixel."""
+    width, height = rgb.size
+    out = np.empty((height, width, 4), np.uint8)
+    for top in range(0, height, _CUTOUT_ROWS):
+        box = (0, top, width, min(top + _CUTOUT_ROWS, height))
+        alpha = np.asarray(mask.crop(box))
+        np.multiply(np.asarray(rgb.crop(box)), (alpha > 0)[..., None], out=out[box[1]:box[3], :, :3])
+        out[box[1]:box[3], :, 3] = alpha
+    return Image.frombuffer("RGBA", (width, height), out, "raw", "RGBA", 0, 1)  # shares out's memory
 
 
-_VISIBLE = [0] + [255] * 255  # point() table: 255 where the mask is over 0
+_CUTOUT_ROWS = 256
 
 
 Color = tuple[int, int, int] | tuple[int, int, int, int]
