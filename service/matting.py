@@ -101,7 +101,7 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
     """
     a = np.asarray(mask)
     soft = _soft(a)
-    rows = np.flatnonzero(soft.any(axis=1))
+    rows, cols = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
     if rows.size == 0:
         return rgb
     out = np.array(rgb)
@@ -114,15 +114,11 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
         coarse_images = [_to_rgb(m) for m in coarse]
         scale_x, scale_y = small[0] / rgb.width, small[1] / rgb.height
         margin = _RADII[1]
-        # The fine pass goes down the band in strips, each as wide as its own soft pixels and with
-        # the window's reach around them: the same answer as one pass over the whole box, in a
-        # fraction of the memory, and on about a fifth fewer pixels (a band's width varies).
+        left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, a.shape[1])
+        # The fine pass goes down the band in strips, each with the window's reach above and
+        # below it: the same answer as one pass over the whole box, in a fraction of the memory.
         for top in range(rows[0], rows[-1] + 1, _STRIP):
             bottom = min(top + _STRIP, rows[-1] + 1)
-            cols = np.flatnonzero(soft[top:bottom].any(axis=0))
-            if cols.size == 0:
-                continue
-            left, right = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, a.shape[1])
             box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
             image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
             # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
