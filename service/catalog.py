@@ -192,7 +192,8 @@ _ROWS = (
 # weight; fp16 for RMBG-2.0, whose file's precision is not known here), plus the largest tensor
 # of a run at 1024² (for the Swin backbones, one window-attention matrix of stage 1: 22² windows
 # of 144 tokens, 6 heads for Swin-L; 37² windows of 49 tokens, 3 heads for Swin-T), plus the
-# idle server (150 MB: Python, the web stack, ONNX Runtime's code; bench "RSS start").
+# idle server without a model (115 MB: Python, the web stack, ONNX Runtime's code; bench's "RSS
+# start" with u2netp, 119 MB, less its 4.6 MB of weights).
 _BIREFNET_NOTE = "BiRefNet (Zheng et al., CAAI AIR 2024)"
 _ROWS += (
     ModelSpec(
@@ -204,7 +205,7 @@ _ROWS += (
         sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-epoch_244.onnx"),),
         description=f"{_BIREFNET_NOTE}, general use, Swin-L backbone: finest edges, for hosts with GBs",
         licence="MIT (the BiRefNet project)",
-        memory_mb=1180, memory_measured=False,  # 197 M weights: 788 MB; attention 241 MB; server 150
+        memory_mb=1145, memory_measured=False,  # 197 M weights: 788 MB; attention 241 MB; server 115
     ),
     ModelSpec(
         name="birefnet-general-lite",
@@ -215,7 +216,7 @@ _ROWS += (
         sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx"),),
         description=f"{_BIREFNET_NOTE}, general use, Swin-T backbone",
         licence="MIT (the BiRefNet project)",
-        memory_mb=300, memory_measured=False,  # 28 M weights: 112 MB; attention 39 MB; server 150
+        memory_mb=265, memory_measured=False,  # 28 M weights: 112 MB; attention 39 MB; server 115
     ),
     ModelSpec(
         name="birefnet-portrait",
@@ -226,7 +227,7 @@ _ROWS += (
         sources=(Url(f"{REMBG_RELEASE}/BiRefNet-portrait-epoch_150.onnx"),),
         description=f"{_BIREFNET_NOTE}, trained on portraits, Swin-L backbone",
         licence="MIT (the BiRefNet project)",
-        memory_mb=1180, memory_measured=False,  # as birefnet-general
+        memory_mb=1145, memory_measured=False,  # as birefnet-general
     ),
     ModelSpec(
         name="rmbg-2.0",
@@ -237,7 +238,7 @@ _ROWS += (
         sources=(Url(f"{REMBG_RELEASE}/bria-rmbg-2.0.onnx"),),
         description="BRIA RMBG-2.0 (BiRefNet architecture, BRIA's training data): NON-COMMERCIAL use only",
         licence="CC BY-NC 4.0: non-commercial use only (BRIA AI sells commercial licences)",
-        memory_mb=790, memory_measured=False,  # 197 M weights at fp16 at least: 394 MB; attention 241; server 150
+        memory_mb=750, memory_measured=False,  # 197 M weights at fp16 at least: 394 MB; attention 241; server 115
     ),
     ModelSpec(
         name="isnet-anime",
