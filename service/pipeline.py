@@ -100,7 +100,8 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     if options.hard_edges:
         mask = mask.point(lambda v: 255 if v >= 128 else 0)
     # soft edges take the subject's estimated colour, not the photo's (which mixes in the old background)
-    image = mask if options.only_mask else cutout(estimate_foreground(decoded.rgb, mask), mask)
+    image = mask if options.only_mask else cutout(estimate_foreground(decoded.rgb, mask), mask,
+                                                   clear_hidden=options.fmt != "zip")
     if options.crop:
         image, mask = crop_to_subject(image, mask, options.crop_margin)
     if options.scale or options.position:

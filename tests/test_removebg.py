@@ -202,6 +202,12 @@ def test_format_zip_is_the_colours_as_jpeg_and_the_alpha_as_png(u2netp_server, s
     assert color.size == alpha.size == (512, 512)
     mask = Image.open(io.BytesIO(post(u2netp_server, sample_photo.read_bytes(), channels="alpha").content))
     assert np.array_equal(np.asarray(alpha), np.asarray(mask))
+    # the photo's own colours where the alpha is 0, as JPEG keeps them (a PNG answer has zeros there)
+    hidden = np.asarray(alpha) == 0
+    photo = np.asarray(Image.open(sample_photo).convert("RGB").resize(color.size), dtype=float)
+    assert hidden.mean() > 0.1 and np.abs(np.asarray(color, dtype=float) - photo)[hidden].mean() < 8
+    png = np.asarray(Image.open(io.BytesIO(post(u2netp_server, sample_photo.read_bytes(), format="png").content)))
+    assert not png[hidden].any()
 
 
 def test_scale_shrinks_the_subject_and_centres_it(u2netp_server, sample_photo):
