@@ -13,8 +13,11 @@ from service.imaging import decode_upload
 from .support import SAMPLES
 
 PHOTOS = sorted((SAMPLES / "images").glob("*.jpg"))
-# (our model, rembg's model name for the reference masks, minimum mean IoU)
-CASES = [("u2netp", "u2netp", 0.99), ("isnet-general-tiny", "isnet-general-use", 0.97)]
+# (our model, rembg's model name for the reference masks, minimum mean IoU). isnet-general-int8
+# was calibrated on these photos, so its figure here is an in-sample one (0.98 on 2026-11-25);
+# docs/int8.md holds it against float32 on ../shared/eval, which it was not calibrated on.
+CASES = [("u2netp", "u2netp", 0.99), ("isnet-general-tiny", "isnet-general-use", 0.97),
+         ("isnet-general-int8", "isnet-general-use", 0.97)]
 
 
 @pytest.mark.skipif(not PHOTOS, reason="needs ../shared/samples")
