@@ -14,17 +14,20 @@ __version__ = "0.1.0"
 log = logging.getLogger(__name__)
 
 
-def ensure_model(settings) -> "os.PathLike":
-    """Path of the configured model, verified; fetched in a child process if missing.
+def ensure_model(settings, device: str | None = None) -> "os.PathLike":
+    """Path of the build that serves the configured model (service/engines chooses it, for
+    ``device`` or the configured one), verified; fetched in a child process if missing.
 
     The fetch (and, for isnet-general-tiny, the int8 build with ``onnx``) runs
     in its own process so that none of its memory stays in the server.
-    Raises RuntimeError with the fetcher's message when the model can't be had.
+    Raises RuntimeError with the fetcher's message when the model can't be had, and
+    EngineUnavailable when the engine or precision asked for cannot run here.
     """
     from .catalog import CATALOG
+    from .engines import settings_choice
     from .fetch import model_path, verify
 
-    spec = CATALOG[settings.model]
+    spec = CATALOG[settings_choice(CATALOG[settings.model], settings, device).build]
     path = model_path(spec, settings.model_dir)
     if verify(path, spec.checksum):
         return path
@@ -82,23 +85,30 @@ def create_app(config: Mapping[str, str] | None = None):
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
 
-    placement = engine.placement
-    log.info("model %s loaded on %s (providers %s; %d thread%s)%s", engine.spec.name, placement.device,
-             ", ".join(engine.providers), settings.threads, "" if settings.threads == 1 else "s",
-             f"; device fallback: {placement.fallback_reason}" if placement.fallback_reason else "")
+    about = engine.describe()
+    where = ", ".join(about["providers"]) if "providers" in about else f"OpenVINO {about['openvino']}"
+    reasons = [r for r in (about["fallback_reason"], about.get("device_fallback_reason")) if r]
+    log.info("model %s loaded: %s, build %s, on %s (%s; %d thread%s)%s", engine.spec.name, engine.label,
+             engine.build.name, engine.device, where, settings.threads, "" if settings.threads == 1 else "s",
+             "".join(f"; fallback: {r}" for r in reasons))
     return app
 
 
 FALLBACK_MODEL = "u2netp"
 
 
-def check_memory(name: str) -> None:
-    """Raise MemoryError when catalog model ``name`` needs more memory at work than this
-    container's limit (its cgroup) allows: checked before its file is fetched."""
+def check_memory(name: str, settings=None, device: str | None = None) -> None:
+    """Raise MemoryError when catalog model ``name``, as the settings' engine and precision run
+    it (its build's row, where one is chosen), needs more memory at work than this container's
+    limit (its cgroup) allows: checked before its file is fetched."""
     from .catalog import CATALOG
+    from .engines import settings_choice
     from .memory import cgroup_limit_mb
 
     spec, limit = CATALOG[name], cgroup_limit_mb()
+    if settings is not None:
+        build = CATALOG[settings_choice(spec, settings, device).build]
+        spec = build if build.memory_mb else spec
     if spec.memory_mb and limit and spec.memory_mb > limit:
         need = "about" if spec.memory_measured else "at least"
         raise MemoryError(f"{name} needs {need} {spec.memory_mb} MB at work; this container's memory "
@@ -106,17 +116,19 @@ def check_memory(name: str) -> None:
 
 
 def load_engine(name: str, settings, device: str | None = None):
-    """An Engine for catalog model ``name`` with the settings' threads and weights, on ``device``
-    (default the configured one); its file fetched if missing. Raises MemoryError when the
-    model's memory at work is over the container's limit (cgroup), and whatever the fetch or
-    ONNX Runtime's load raises."""
+    """The engine for catalog model ``name`` with the settings' engine, precision, threads and
+    weights, on ``device`` (default the configured one); its build fetched if missing. Raises
+    MemoryError when its memory at work is over the container's limit (cgroup), EngineUnavailable
+    or DeviceUnavailable when what is asked for cannot run here, and whatever the fetch or the
+    engine's load raises."""
     from .catalog import CATALOG
-    from .engine import Engine
+    from .engines import create_engine, settings_choice
 
-    check_memory(name)
+    check_memory(name, settings, device)
     spec = CATALOG[name]
-    return Engine(spec, ensure_model(replace(settings, model=name)), settings.threads,
-                  float_weights=settings.float_weights, device=device or settings.device, fallback=settings.fallback)
+    settings = replace(settings, model=name)
+    return create_engine(spec, settings_choice(spec, settings, device), ensure_model(settings, device),
+                         settings, device)
 
 
 def _load_engine(settings):
@@ -126,10 +138,11 @@ def _load_engine(settings):
     fallback model's file is fetched at start too, so that a run that fails for memory later can
     be retried on it (service/api.py) without a download."""
     from .device import DeviceUnavailable
+    from .engines import EngineUnavailable
 
     try:
         engine, reason = load_engine(settings.model, settings), None
-    except DeviceUnavailable as exc:
+    except (DeviceUnavailable, EngineUnavailable) as exc:
         log.error("%s", exc)  # one line; the start stops
         raise
     except Exception as exc:  # fetch, checksum, or ONNX Runtime's load (memory among them)
@@ -140,7 +153,7 @@ def _load_engine(settings):
         return load_engine(FALLBACK_MODEL, settings), reason
     if settings.fallback and settings.model != FALLBACK_MODEL:
         try:
-            ensure_model(replace(settings, model=FALLBACK_MODEL))
+            ensure_model(replace(settings, model=FALLBACK_MODEL), device="cpu")
         except Exception as exc:  # the configured model serves; only the retry is lost
             log.warning("fallback model %s is not available: %s", FALLBACK_MODEL, str(exc).strip().splitlines()[0])
     return engine, reason

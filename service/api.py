@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
-from .engine import Engine
+from .engines import Engine
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
 from .gate import AdmissionGate
 from .imaging import COLOR_FORMS, Background, decode_upload, parse_color, parse_margin
@@ -230,15 +230,17 @@ def change_color():
 
 def _device() -> dict:
     engine = current_engine()
-    placement = engine.placement
-    return {"requested": placement.requested, "used": placement.device, "providers": engine.providers,
-            "fallback_reason": placement.fallback_reason, "gpu": engine.gpu}
+    about = engine.describe()
+    return {"requested": about.get("requested_device", current_settings().device), "used": engine.device,
+            "providers": about.get("providers", []), "fallback_reason": about.get("device_fallback_reason"),
+            "gpu": about.get("gpu")}
 
 
 @bp.get("/health")
 def health():
+    engine = current_engine()
     return jsonify(status="healthy", memory_mb=round(rss_mb(), 1), model_loaded=True,
-                   model=current_engine().spec.name, device=current_engine().placement.device)
+                   model=engine.spec.name, device=engine.device, engine=engine.name, precision=engine.precision)
 
 
 @bp.get("/status")
@@ -250,11 +252,13 @@ def status():
         requested_model=settings.model,
         model_fallback_reason=current_app.extensions["bg_model_fallback"],
         runs_on_fallback_model=current_app.extensions.get("bg_fallback_runs", 0),
+        model_used=current_engine().label,
+        engine=current_engine().describe(),
         device=_device(),
         version=__version__,
         threads=current_engine().threads,
-        float_weights=current_engine().float_weights,
-        cpu={"integer_class": current_engine().integer_class, "exact_int8_mode": current_engine().exact_int8},
+        float_weights=settings.float_weights,
+        cpu=_cpu(),
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,
@@ -263,6 +267,13 @@ def status():
         max_dimension=settings.max_dimension,
         allowed_extensions=list(ALLOWED_EXTENSIONS),
     )
+
+
+def _cpu() -> dict:
+    from .cpu import cpu_classes, integer_class
+
+    return {"classes": list(cpu_classes()), "integer_class": integer_class(),
+            "exact_int8_mode": bool(current_engine().describe().get("exact_int8_mode"))}
 
 
 @bp.post("/clear_cache")

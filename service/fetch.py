@@ -80,19 +80,27 @@ class Progress:
                 f"{self._count(self.done)}/{self._count(self.total)} {self.unit}")
 
 
+def model_files(path: Path) -> list[Path]:
+    """The files a model file stands for: itself, and for OpenVINO's IR (``.xml``) the weights
+    (``.bin``) beside it."""
+    path = Path(path)
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
 def file_checksum(path: Path, algorithm: str) -> str:
-    """Hex digest of the file at ``path``, read in 1 MiB chunks."""
+    """Hex digest of the file at ``path`` (with its :func:`model_files`, in order), read in 1 MiB chunks."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
+    for part in model_files(path):
+        with open(part, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
 def verify(path: Path, checksum: str) -> bool:
-    """True when ``path`` matches ``checksum`` (``"sha256:<hex>"`` or ``"md5:<hex>"``)."""
+    """True when ``path`` (and its :func:`model_files`) match ``checksum`` (``"sha256:<hex>"`` or ``"md5:<hex>"``)."""
     algorithm, _, expected = checksum.partition(":")
-    return path.is_file() and file_checksum(path, algorithm) == expected.lower()
+    return all(p.is_file() for p in model_files(path)) and file_checksum(path, algorithm) == expected.lower()
 
 
 def model_path(spec: ModelSpec | DataFile, model_dir: Path) -> Path:
@@ -113,9 +121,10 @@ def _from_mirror(spec: ModelSpec, mirror: Path, part: Path, progress: Progress) 
     for candidate in candidates:
         if not candidate.is_file() or (spec.size and candidate.stat().st_size != spec.size):
             continue
-        if verify(candidate, spec.checksum):
-            with open(candidate, "rb") as src, open(part, "wb") as dst:
-                _copy_stream(src, dst, progress)
+        if candidate.suffix == Path(spec.filename).suffix and verify(candidate, spec.checksum):
+            for src_path, dst_path in zip(model_files(candidate), model_files(part)):
+                with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
+                    _copy_stream(src, dst, progress)
             return
     raise FetchError(f"no file in mirror {mirror} has {spec.checksum}")
 
@@ -215,14 +224,17 @@ def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
             quantize.build_static_int8_model(base_path, part, outputs, quantize.CALIBRATION / source.table)
         elif source.recipe == "float32":
             quantize.build_float32_graph(base_path, part, outputs)
+        elif source.recipe == "openvino-ir":
+            quantize.build_openvino_ir(base_path, part)
         else:
             quantize.build_split_model(base_path, part)
     except (ValueError, OSError) as exc:
         raise FetchError(f"building {spec.name} from {base.name} failed: {exc}") from None
     finally:
         if not had_base:  # fetched only as an ingredient: don't keep 88 MB around
-            base_path.unlink(missing_ok=True)
-    progress.update(part.stat().st_size)
+            for leftover in model_files(base_path):
+                leftover.unlink(missing_ok=True)
+    progress.update(sum(p.stat().st_size for p in model_files(part)))
 
 
 def describe_source(source: Source | Path) -> str:
@@ -270,14 +282,15 @@ def fetch_model(spec: ModelSpec | DataFile, model_dir: Path, mirror: Path | None
     sources = ([mirror] if mirror is not None else []) + list(spec.sources)
     for source in sources:
         description = describe_source(source)
-        part = model_dir / f".{spec.filename}.{os.getpid()}.part"
+        part = model_dir / f".{os.getpid()}.part.{spec.filename}"  # the same suffix: an IR's .bin goes beside it
         progress = Progress(spec.name, spec.size, enabled=show_progress)
         try:
             with tempfile.TemporaryDirectory(prefix="bg-fetch-") as work:
                 _write(spec, source, part, progress, Path(work), model_dir, mirror, catalog)
             progress.close()
             if verify(part, spec.checksum):
-                os.replace(part, target)
+                for done, name in reversed(list(zip(model_files(part), model_files(target)))):
+                    os.replace(done, name)  # the file that marks the model as there goes last
                 log.info("%s ready at %s (from %s)", spec.name, target, description)
                 return target
             algorithm = spec.checksum.partition(":")[0]
@@ -286,7 +299,8 @@ def fetch_model(spec: ModelSpec | DataFile, model_dir: Path, mirror: Path | None
         except FetchError as exc:
             failures.append(f"{description}: {exc}")
         finally:
-            part.unlink(missing_ok=True)
+            for leftover in model_files(part):
+                leftover.unlink(missing_ok=True)
         # A mirror without the file is the usual case, not a problem worth a warning.
         (log.info if isinstance(source, Path) else log.warning)("%s: %s", spec.name, failures[-1])
     if not failures:

@@ -1,7 +1,7 @@
 """Pixels in and out: decode an upload, feed the network, shape its answer.
 
 The inference path is ``preprocess → run → postprocess`` (``run`` lives in
-:mod:`service.engine`); colour and size are converted only in
+:mod:`service.engines`); colour and size are converted only in
 :func:`decode_upload`, which hands the rest of the service an RGB image no
 larger than ``max_dimension`` and, when the upload had one, its alpha.
 """

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .confidence import mask_confidence
 from .config import Settings
-from .engine import Engine
+from .engines import Engine
 from .errors import ImageTooLarge
 from .imaging import (Background, Decoded, Length, clear_outside, combine_alpha, compose, crop_to_subject, cutout,
                       decode_upload, encode, place_subject, shrink)
@@ -57,7 +57,7 @@ class Result:
     mask: Image.Image          # mode L, the answer's alpha (cropped with it)
     image: Image.Image         # the answer before encoding: the mask, an RGBA cut-out or the composed photo
     body: bytes | None         # ``image`` encoded as Options.fmt
-    model: str                 # the catalog name of the model that made the mask
+    model: str                 # the model that made the mask and how it ran (Engine.label)
     model_ms: float            # prediction and refinement
     confidence: float          # how far to trust the mask, 0–1 (service/confidence.py)
     warning: str | None        # why the mask looks wrong, if it does
@@ -109,4 +109,4 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
     if not options.only_mask:
         image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None
-    return Result(decoded, mask, image, body, engine.spec.name, model_ms, confidence, warning)
+    return Result(decoded, mask, image, body, engine.label, model_ms, confidence, warning)

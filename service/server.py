@@ -106,7 +106,7 @@ def serve(app_uri: str) -> None:
         log.error("%s", exc)
         sys.exit(1)
     try:
-        check_memory(settings.model)  # before a download it could never use
+        check_memory(settings.model, settings)  # before a download it could never use
         ensure_model(settings)
     except (MemoryError, RuntimeError) as exc:
         if not settings.fallback:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import itertools
 import statistics
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -126,17 +127,23 @@ def _mean(values: list[float], digits: int = 4) -> str:
     return f"{statistics.fmean(values):.{digits}f}" if values else "–"
 
 
-def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_size: bool = False
-               ) -> Iterator[tuple[Image.Image, Image.Image]]:
-    """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk; with
+def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_size: bool = False,
+               reference: bool = False) -> Iterator[tuple[Image.Image, Image.Image]]:
+    """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk, on the engine
+    and precision the settings choose (a ``reference`` on ONNX Runtime in float32); with
     ``full_size``, at the photo's own size as ``size=full`` answers."""
+    from dataclasses import replace
+
     from ..catalog import CATALOG
     from ..config import Settings
-    from ..engine import Engine
+    from ..engines import fetched_engine
     from ..pipeline import Options, cut_out
 
     settings = Settings.from_env()
-    engine = Engine.fetched(CATALOG[model], settings, threads, show_progress=False)
+    if reference:
+        settings = replace(settings, engine="onnxruntime", precision="float32", device="cpu")
+    engine = fetched_engine(CATALOG[model], settings, threads, show_progress=False)
+    print(f"{model}: {engine.label}, build {engine.build.name}", file=sys.stderr, flush=True)
     options = Options(fmt=None, only_mask=True, refine=refine,
                       output_pixels=settings.max_output_pixels if full_size else None)
     for row in rows:
@@ -204,7 +211,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
 
         variant = f"rembg-{REMBG_MODEL[model]}" + ("-alpha-matting" if refine else "")
         masks = _rembg_masks(rows, model, threads, rembg, rembg_home, refine)
-    references = _our_masks(rows, reference, threads, False) if reference else itertools.repeat(None)
+    references = _our_masks(rows, reference, threads, False, reference=True) if reference else itertools.repeat(None)
     results: list[tuple[Row, dict[str, float]]] = []
     agreement: list[tuple[float, float, str]] = []  # (flipped share, IoU, photo) against the reference
     signals: list[tuple[float, str | None]] = []  # (confidence, warning) per row, from the mask alone

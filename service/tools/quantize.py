@@ -497,3 +497,27 @@ def build_split_model(source: Path, target: Path) -> int:
         raise ValueError(f"{source.name}: no Conv(Concat) to split")
     _save(model, target, f"{source.stem}, first output only, each Conv(Concat) split into a sum of Convs.")
     return count
+
+
+# Run in a fresh process: OpenVINO names the nodes it makes from a counter of the process, so
+# only a fresh one writes the same .xml each time, and the build can be pinned by its checksum.
+_IR_CODE = """
+import sys
+import openvino as ov
+ov.save_model(ov.Core().read_model(sys.argv[1]), sys.argv[2], compress_to_fp16=False)
+"""
+
+
+def build_openvino_ir(source: Path, target: Path) -> None:
+    """Write OpenVINO's IR of the ONNX model ``source`` to ``target`` (a ``.xml``; its weights go to
+    the ``.bin`` beside it), weights in the precision they have: float32 weights in an IR are
+    mapped from disk by OpenVINO's CPU plugin, where those of an ONNX file or fp16 ones are copied
+    into memory (176 MB of IS-Net's). Raises ValueError when OpenVINO cannot convert it."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _IR_CODE, str(source), str(target)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise ValueError(f"OpenVINO could not convert {source.name}: {lines[-1]}")

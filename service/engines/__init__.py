@@ -1,0 +1,236 @@
+"""The engines that run a model: one interface, the backends beside it, the choice between them.
+
+Every engine loads one catalog build, runs it (``run``: network input → output), predicts a mask
+(``predict_mask``) and describes itself (``describe``, ``label``) for the start log, the status
+endpoints and ``X-Model-Used``. Backends: ONNX Runtime (:mod:`.onnxruntime_engine`: the CPU, CUDA,
+TensorRT) and OpenVINO (:mod:`.openvino_engine`: the CPU, with bf16 and int8 kernels).
+
+Which engine and precision serve a catalog name is chosen once, at start, by :func:`choose`, from
+BG_REMOVAL_ENGINE, BG_REMOVAL_PRECISION, BG_REMOVAL_DEVICE and this CPU's classes
+(:mod:`service.cpu`); the build that runs under the name follows from the catalog row
+(:attr:`ModelSpec.openvino`, :attr:`ModelSpec.int8`).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..catalog import CATALOG, ModelSpec
+from ..cpu import BF16_CLASSES, cpu_classes, has_bf16, has_vnni
+from ..errors import InferenceFailed, OutOfMemory, TimedOut
+from ..imaging import postprocess, preprocess
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
+SHORT = {"float32": "f32", "bfloat16": "bf16", "int8": "int8"}
+# How the engines word a failed allocation: C++'s bad_alloc, ONNX Runtime's allocators, CUDA's.
+OUT_OF_MEMORY = re.compile(r"bad_alloc|bad allocation|failed to allocate|out of memory|memoryallocation", re.I)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine, precision or device asked for cannot run here; the message says why and what to set."""
+
+
+class Engine:
+    """What the pipeline needs of an engine. A backend sets the attributes and implements ``run``.
+
+    ``spec`` is the catalog row served (the name users asked for), ``build`` the row whose file
+    runs under it, ``precision`` one of float32, bfloat16, int8, ``threads`` the engine's threads.
+    """
+    name = "engine"
+    spec: ModelSpec
+    build: ModelSpec
+    precision: str
+    threads: int
+    device = "cpu"
+    choice_reason: str | None = None  # why this is not what was asked for (BG_REMOVAL_FALLBACK)
+
+    def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32. At ``deadline``
+        (a ``time.monotonic()`` value) the run stops and TimedOut is raised; a failed allocation
+        raises OutOfMemory (503), any other failure InferenceFailed; the engine stays usable."""
+        raise NotImplementedError
+
+    def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
+        """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
+        try:
+            return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size, self.spec.activation)
+        except MemoryError as exc:  # numpy's, around the run
+            raise self.out_of_memory(exc) from exc
+
+    @property
+    def label(self) -> str:
+        """The name served and how it runs, as X-Model-Used says it: ``isnet-general-tiny (openvino, bf16)``."""
+        return f"{self.spec.name} ({self.name}, {SHORT[self.precision]})"
+
+    def describe(self) -> dict:
+        """What runs, for the status endpoints and the start log."""
+        return {"name": self.name, "precision": self.precision, "build": self.build.name,
+                "device": self.device, "threads": self.threads, "fallback_reason": self.choice_reason}
+
+    def failure(self, exc: Exception, timed_out: bool) -> Exception:
+        """The typed error for a run that raised ``exc`` (``timed_out``: stopped at its deadline)."""
+        if timed_out:
+            return TimedOut("the image took longer than the time limit; retry when the server "
+                            "is less busy, or send a smaller image", retry_after=5)
+        if isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):
+            return self.out_of_memory(exc)
+        log.error("inference failed: %s", exc)
+        return InferenceFailed("the model failed on this image; the error is in the server log")
+
+    def out_of_memory(self, exc: BaseException) -> OutOfMemory:
+        log.error("%s: out of memory: %s", self.spec.name, str(exc).strip()[:300] or type(exc).__name__)
+        return OutOfMemory(f"{self.spec.name} could not get the memory it needs for this run; retry shortly",
+                           retry_after=10)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine and precision that serve a catalog name, the build that runs, and why it is not
+    what was asked for (None when it is)."""
+    engine: str
+    precision: str
+    build: str
+    reason: str | None = None
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def onnxruntime_has_gpu() -> bool:
+    """Whether the installed onnxruntime is the GPU build (requirements-gpu.txt), read from its
+    package metadata: importing it to ask costs its memory in a server that may run OpenVINO."""
+    try:
+        importlib.metadata.distribution("onnxruntime-gpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _build(spec: ModelSpec, engine: str, precision: str) -> str:
+    if precision == "int8":
+        return spec.name if spec.precision == "int8" else spec.int8
+    return (spec.openvino or spec.name) if engine == "openvino" else spec.name
+
+
+def _auto(spec: ModelSpec, engine: str, device: str, classes: tuple[str, ...], openvino: bool,
+          gpu: bool) -> tuple[str, str]:
+    """The fastest (engine, precision) for ``spec`` whose masks pass the quality guard and whose
+    memory fits its tier, where ``engine`` is "auto" or fixed: the first of the row's ``prefer``
+    pairs this machine can run (a GPU keeps ONNX Runtime), else the row's own precision. int8 is
+    the operator's choice (the 256 MB tier), never taken for a float row."""
+    on_gpu = device in ("cuda", "tensorrt") or (device == "auto" and gpu)
+    for candidate, precision in spec.prefer:
+        if engine in ("auto", candidate) and not (on_gpu and candidate != "onnxruntime") \
+                and _refusal(spec, candidate, precision, device, classes, openvino) is None:
+            return candidate, precision
+    return ("onnxruntime" if engine == "auto" else engine), spec.precision or "float32"
+
+
+def _refusal(spec: ModelSpec, engine: str, precision: str, device: str, classes: tuple[str, ...],
+             openvino: bool) -> str | None:
+    """Why ``engine`` cannot run ``spec`` at ``precision`` on ``device`` here (None: it can)."""
+    if engine == "openvino" and not openvino:
+        return "BG_REMOVAL_ENGINE=openvino: the openvino package is not installed (pip install openvino)"
+    if engine == "openvino" and device in ("cuda", "tensorrt"):
+        return f"BG_REMOVAL_ENGINE=openvino runs on the CPU only, not BG_REMOVAL_DEVICE={device}"
+    if spec.precision == "int8" and precision != "int8":
+        return f"{spec.name} is an int8 graph; it runs at BG_REMOVAL_PRECISION=int8 (or auto) only"
+    if precision == "int8" and _build(spec, engine, precision) is None:
+        return f"BG_REMOVAL_PRECISION=int8: {spec.name} has no int8 build"
+    if precision == "int8" and engine == "openvino" and not has_vnni(classes):
+        return ("BG_REMOVAL_PRECISION=int8 on OpenVINO needs VNNI or AMX (this CPU has "
+                f"{', '.join(classes) or 'no AVX2'}): without them its u8×s8 sums can saturate")
+    if precision == "bfloat16" and engine == "onnxruntime":
+        return "BG_REMOVAL_PRECISION=bfloat16: ONNX Runtime has no bf16 kernels on the CPU; use BG_REMOVAL_ENGINE=openvino"
+    if precision == "bfloat16" and not has_bf16(classes):
+        return (f"BG_REMOVAL_PRECISION=bfloat16 needs {' or '.join(BF16_CLASSES)} "
+                f"(this CPU has {', '.join(classes) or 'no AVX2'})")
+    return None
+
+
+def choose(spec: ModelSpec, engine: str = "auto", precision: str = "auto", device: str = "auto",
+           fallback: bool = False, classes: tuple[str, ...] | None = None, openvino: bool | None = None,
+           gpu: bool | None = None) -> Choice:
+    """The :class:`Choice` for serving ``spec`` with the requested engine (ENGINES), precision
+    (PRECISIONS) and device, on a CPU with ``classes`` (default: this one's) where OpenVINO is or
+    is not installed and onnxruntime has or has no GPU build (default: as here).
+
+    Raises EngineUnavailable when the request cannot be met, unless ``fallback``: then the
+    automatic choice serves and ``reason`` says why.
+    """
+    classes = cpu_classes() if classes is None else classes
+    openvino = openvino_installed() if openvino is None else openvino
+    gpu = onnxruntime_has_gpu() if gpu is None else gpu
+    if precision == "auto":
+        suggested, precision = _auto(spec, engine, device, classes, openvino, gpu)
+        engine = suggested if engine == "auto" else engine
+    if engine == "auto":  # a precision asked for: the engine that serves it best
+        engine = "openvino" if precision == "bfloat16" else "onnxruntime"
+    reason = _refusal(spec, engine, precision, device, classes, openvino)
+    if reason is None:
+        return Choice(engine, precision, _build(spec, engine, precision))
+    if not fallback:
+        raise EngineUnavailable(f"{reason}; or set BG_REMOVAL_FALLBACK=true to serve what this machine can")
+    engine, precision = _auto(spec, "auto", device, classes, openvino, gpu)
+    return Choice(engine, precision, _build(spec, engine, precision), reason)
+
+
+def settings_choice(spec: ModelSpec, settings, device: str | None = None) -> Choice:
+    """:func:`choose` with the settings' engine, precision, device (or ``device``) and fallback."""
+    return choose(spec, settings.engine, settings.precision, device or settings.device, settings.fallback)
+
+
+def compiled_cache_dir(settings) -> Path | None:
+    """Where OpenVINO keeps compiled models between starts: MODEL_DIR/openvino-cache, made if
+    missing; None where MODEL_DIR cannot be written (a read-only image): then each start compiles."""
+    import os
+
+    directory = Path(settings.model_dir) / "openvino-cache"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return directory if os.access(directory, os.W_OK) else None
+
+
+def create_engine(spec: ModelSpec, choice: Choice, path: Path, settings, device: str | None = None) -> Engine:
+    """The engine ``choice`` names for ``spec``, loaded from ``path`` (the build's file)."""
+    build = CATALOG[choice.build]
+    if choice.engine == "openvino":
+        from .openvino_engine import OpenVinoEngine
+
+        engine: Engine = OpenVinoEngine(spec, build, path, choice.precision, settings.threads,
+                                        compiled_cache_dir(settings))
+    else:
+        from .onnxruntime_engine import OnnxRuntimeEngine
+
+        engine = OnnxRuntimeEngine(spec, path, settings.threads, float_weights=settings.float_weights,
+                                   device=device or settings.device, fallback=settings.fallback, build=build,
+                                   precision=choice.precision)
+    engine.choice_reason = choice.reason
+    return engine
+
+
+def fetched_engine(spec: ModelSpec, settings, threads: int | None = None, show_progress: bool = True) -> Engine:
+    """The engine for ``spec`` outside the server (CLI, bench, eval): chosen from the settings, its
+    build fetched or verified in MODEL_DIR, with ``threads`` threads (default the settings')."""
+    from dataclasses import replace
+
+    from ..fetch import fetch_model
+
+    if threads is not None:
+        settings = replace(settings, threads=threads)
+    choice = settings_choice(spec, settings)
+    path = fetch_model(CATALOG[choice.build], settings.model_dir, settings.mirror, show_progress=show_progress)
+    return create_engine(spec, choice, path, settings)

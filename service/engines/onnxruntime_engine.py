@@ -1,0 +1,98 @@
+"""The ONNX Runtime backend: one session, created once per process, on the CPU, CUDA or TensorRT."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..catalog import ModelSpec
+from ..cpu import EXACT_U8S8, integer_class
+from . import Engine
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeEngine(Engine):
+    """Runs one catalog build with options chosen for a small memory footprint.
+
+    The CPU arena and memory-pattern planner are off: both keep the largest
+    activations of a 1024² run allocated between requests. Buffer reuse is off
+    too: the planner hands a freed 64 MiB activation buffer to a later, smaller
+    tensor, keeping it alive far past its own tensor, and on IS-Net at 1024² that
+    costs about 250 MB of peak and 24–31% of speed (README, "Memory and speed").
+    ``threads`` sets ONNX Runtime's intra-op thread count (inter-op stays 1, sequential);
+    ``mem_reuse`` exists to measure the trade (``python -m service bench --compare-reuse``).
+
+    ``float_weights`` trades memory for speed on a model with int8 weights
+    (isnet-general-tiny): ONNX Runtime folds each DequantizeLinear into a float32
+    constant at load, so the Convs get prepacked weights and its blocked (NCHWc)
+    kernels. Measured on IS-Net at 1024², 2 threads: 2.6–2.8 s → 2.2 s a run,
+    peak 335 → 463 MB (README, "Memory and speed"). No effect on float models.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 1, mem_reuse: bool = False,
+                 float_weights: bool = False, device: str = "cpu", fallback: bool = False,
+                 build: ModelSpec | None = None, precision: str | None = None):
+        import onnxruntime as ort  # heavy: only where a model is really run
+
+        from ..device import gpu_description, place
+
+        self.placement = place(device, ort.get_available_providers(), fallback, path.parent / "tensorrt-cache")
+
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        options.enable_mem_reuse = mem_reuse
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if float_weights:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        # Without VNNI or AMX, ONNX Runtime's u8×s8 kernels sum pairs of products in 16 bits, which
+        # can saturate; its u8×u8 path is exact there, and gives the same masks as the VNNI kernels
+        # (checked on isnet-general-int8: identical on ../shared/eval). With VNNI it is only slower
+        # (0.7 → 2.3 s a run), so it is asked for only where it is needed.
+        self.integer_class = integer_class()
+        self.exact_int8 = self.integer_class not in EXACT_U8S8
+        if self.exact_int8:
+            options.add_session_config_entry("session.x64quantprecision", "1")
+        self.spec, self.build = spec, build or spec
+        self.precision = precision or self.build.precision or "float32"
+        self.threads = threads
+        self.float_weights = float_weights
+        self.session = ort.InferenceSession(str(path), options, providers=self.placement.providers)
+        self.providers = self.session.get_providers()  # what ONNX Runtime really assigned
+        self.gpu = gpu_description() if self.placement.device != "cpu" else None  # read once: nvidia-smi
+        self.device = self.placement.device
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.build.output or self.session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """:meth:`Engine.run`; the deadline sets ONNX Runtime's terminate flag, which it checks between nodes."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        timer = None
+        if deadline is not None:
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), setattr, (options, "terminate", True))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self.session.run([self.output_name], {self.input_name: batch}, options)[0]
+        except Exception as exc:
+            raise self.failure(exc, timed_out=options.terminate) from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def describe(self) -> dict:
+        placement = self.placement
+        return {**super().describe(), "providers": self.providers, "requested_device": placement.requested,
+                "device_fallback_reason": placement.fallback_reason, "gpu": self.gpu,
+                "integer_class": self.integer_class, "exact_int8_mode": self.exact_int8}
