@@ -87,10 +87,11 @@ def create_app(config: Mapping[str, str] | None = None):
 
     about = engine.describe()
     where = ", ".join(about["providers"]) if "providers" in about else f"OpenVINO {about['openvino']}"
-    reasons = [r for r in (about["fallback_reason"], about.get("device_fallback_reason")) if r]
+    reasons = [(kind, r) for kind, r in (("engine", about["fallback_reason"]),
+                                          ("device", about.get("device_fallback_reason"))) if r]
     log.info("model %s loaded: %s, build %s, on %s (%s; %d thread%s)%s", engine.spec.name, engine.label,
              engine.build.name, engine.device, where, settings.threads, "" if settings.threads == 1 else "s",
-             "".join(f"; fallback: {r}" for r in reasons))
+             "".join(f"; {kind} fallback: {r}" for kind, r in reasons))
     return app
 
 
