@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from service.catalog import CATALOG
+from service.config import Settings
 from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, place
+from service.engines import settings_choice
 from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .support import cap_address_space, start_server
@@ -106,7 +109,8 @@ def cgroup_300():
 def test_a_model_that_needs_more_than_the_containers_limit_is_refused_or_falls_back(base_env, cgroup_300, tmp_path):
     with pytest.raises(RuntimeError, match="exited") as info:
         start_server(dict(base_env), tmp_path / "refused.log", preexec_fn=cgroup_300.enter)
-    assert "isnet-general-tiny needs about 385 MB at work; this container's memory limit is 300 MB" in str(info.value)
+    need = CATALOG[settings_choice(CATALOG["isnet-general-tiny"], Settings()).build].memory_mb  # the build chosen here
+    assert f"isnet-general-tiny needs about {need} MB at work; this container's memory limit is 300 MB" in str(info.value)
     with pytest.raises(RuntimeError, match="exited") as info:  # refused before its 1 GB download
         start_server({**base_env, "BG_REMOVAL_MODEL": "birefnet-general"}, tmp_path / "big.log",
                      preexec_fn=cgroup_300.enter)

@@ -20,6 +20,7 @@ server's malloc settings, which change what the numpy steps cost.
 from __future__ import annotations
 
 import io
+import math
 import os
 import socket
 import statistics
@@ -392,10 +393,15 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
         "rss_start": rss_start, "rss_20": rss_20, "rss_end": rss_end, "rss_cleared": rss_cleared,
         "peak_tree": sampler.peak, "peak_worker": status["memory"]["peak_rss_mb"],
         "ok": len(ok), "total": total, "busy": statuses.count(503),
-        "p50": statistics.median(ok), "p95": float(np.percentile(ok, 95)), "p50_alone": statistics.median(alone),
+        # NaN where nothing succeeded (a server killed for memory over and over, in a cgroup)
+        "p50": _median(ok), "p95": float(np.percentile(ok, 95)) if ok else math.nan, "p50_alone": _median(alone),
         "freed": cleared["freed_mb"],
         **({"oom_kills": oom_kills, "cgroup_peak": cgroup_peak} if cgroup else {}),
     }
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
 
 
 def _oom_note(cgroup) -> str:
