@@ -121,7 +121,9 @@ def _from_mirror(spec: ModelSpec, mirror: Path, part: Path, progress: Progress) 
     for candidate in candidates:
         if not candidate.is_file() or (spec.size and candidate.stat().st_size != spec.size):
             continue
-        if candidate.suffix == Path(spec.filename).suffix and verify(candidate, spec.checksum):
+        if (candidate.suffix == ".xml") != (Path(spec.filename).suffix == ".xml"):
+            continue  # an IR's checksum covers its .bin too: only an IR can match an IR
+        if verify(candidate, spec.checksum):
             for src_path, dst_path in zip(model_files(candidate), model_files(part)):
                 with open(src_path, "rb") as src, open(dst_path, "wb") as dst:
                     _copy_stream(src, dst, progress)

@@ -179,7 +179,7 @@ def test_bench_stages_prints_a_row_of_step_times(run_cli, sample_photo, tmp_path
     header, _, row = [line for line in result.stdout.splitlines() if line.startswith("|")]
     assert "session.run" in header and "foreground" in header
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "u2netp" and len(cells) == len(header.strip("|").split("|"))
+    assert cells[0].startswith("u2netp (") and len(cells) == len(header.strip("|").split("|"))
     assert all(float(c) >= 0 for c in cells[1:])  # times only; their values are not asserted
 
 
@@ -241,10 +241,12 @@ def test_bench_matrix_prints_a_row_per_configuration_with_agreement(run_cli, pho
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "chelsea.png").write_bytes(photos["chelsea"].read_bytes())
     result = run_cli("bench", "--matrix", "--models", "u2netp", "--thread-counts", "1", "2",
-                     "--photos", tmp_path / "photos")
+                     "--engines", "onnxruntime", "openvino", "--precisions", "float32", "--photos", tmp_path / "photos")
     assert result.returncode == 0, result.stderr
     header, _, *rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
     names = [c.strip() for c in header.strip("|").split("|")]
     cells = [dict(zip(names, (c.strip() for c in row.strip("|").split("|")))) for row in rows]
-    assert [(c["model"], c["threads"], c["device"]) for c in cells] == [("u2netp", "1", "cpu"), ("u2netp", "2", "cpu")]
+    assert [(c["model (engine, precision)"], c["threads"], c["device"]) for c in cells] == [
+        ("u2netp (onnxruntime, f32)", "1", "cpu"), ("u2netp (onnxruntime, f32)", "2", "cpu"),
+        ("u2netp (openvino, f32)", "1", "cpu"), ("u2netp (openvino, f32)", "2", "cpu")]
     assert all(c["reference"] == "u2netp-rembg" and float(c["IoU vs reference, mean"]) > 0.99 for c in cells)

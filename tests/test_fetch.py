@@ -56,12 +56,14 @@ def test_every_catalog_row_is_complete():
         assert spec.memory_mb, spec.name  # measured, or a floor from the architecture (memory_measured)
         for source in spec.sources:
             if isinstance(source, Build):
-                assert source.base in CATALOG and source.recipe in ("int8", "split", "float32", "static-int8")
+                assert source.base in CATALOG and source.recipe in ("int8", "split", "float32", "static-int8",
+                                                                             "openvino-ir")
                 assert (source.recipe == "static-int8") == (source.table is not None), spec.name
                 if source.table:
                     assert (CALIBRATION / source.table).is_file(), source.table
     # The models CI runs are pinned by sha256, not by a publisher's md5.
-    for name in ("u2netp", "u2netp-rembg", "isnet-general-tiny", "isnet-general-int8", "isnet-general-fp32"):
+    for name in ("u2netp", "u2netp-rembg", "isnet-general-tiny", "isnet-general-int8", "isnet-general-fp32",
+                 "isnet-general-ir"):
         assert CATALOG[name].checksum.startswith("sha256:"), name
 
 

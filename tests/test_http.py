@@ -317,7 +317,7 @@ def test_server_fetches_a_missing_model_on_start(base_env, model_dir, tmp_path):
     mirror.mkdir()
     (mirror / "u2netp.onnx").write_bytes((model_dir / "u2netp.onnx").read_bytes())
     env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "MODEL_DIR": str(tmp_path / "models"),
-           "BG_MODEL_MIRROR": str(mirror)}
+           "BG_MODEL_MIRROR": str(mirror), "BG_REMOVAL_ENGINE": "onnxruntime"}  # whose u2netp is a build
     server = start_server(env, tmp_path / "server.log")
     try:
         assert server.get("/api/bg/status").json()["model"] == "u2netp"

@@ -187,8 +187,8 @@ for photo in sys.argv[5:]:
     rgb = decode_upload(Path(photo).read_bytes(), settings.max_dimension, settings.max_pixels).rgb
     t = time.perf_counter(); mask = engine.predict_mask(rgb); times.append(time.perf_counter() - t)
     mask.save(out / (Path(photo).stem + ".png"))
-print(statistics.median(times), peak_rss_mb(), engine.label.replace(" ", ""),
-      ",".join(engine.describe().get("providers", ["OpenVINO-CPU"])))
+print(statistics.median(times), peak_rss_mb(), engine.label,
+      ",".join(engine.describe().get("providers", ["OpenVINO CPU"])), sep="\t")
 """
 # The float32 model each build is held against in the matrix.
 MATRIX_REFERENCE = {"u2netp": "u2netp-rembg", "u2netp-rembg": "u2netp-rembg",
@@ -224,7 +224,7 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
             result = subprocess.run([sys.executable, "-c", MATRIX_RUN_CODE, model, str(threads), device, str(out),
                                      *map(str, files)], cwd=ROOT, env={**os.environ, **MALLOC_DEFAULTS, **env},
                                     check=True, capture_output=True, text=True)
-            seconds, peak, label, providers = result.stdout.split()
+            seconds, peak, label, providers = result.stdout.strip().split("\t")
             return float(seconds), float(peak), label, providers, out
 
         references = {}
