@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Make models ready in $MODEL_DIR, trying $BG_MODEL_MIRROR first, "
                                             "then each source in the catalog. Exits 1 if any model fails.")
     fetch.add_argument("models", nargs="*", metavar="MODEL", help=f"one of: {', '.join(CATALOG)} "
-                                                                   "(default: the configured model)")
+                                                                   "(default: the build that serves the configured model here)")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = commands.add_parser("bench", help="measure memory and speed of the real server under load",
@@ -128,9 +128,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fetch(args, settings) -> int:
+    from .engines import EngineUnavailable, settings_choice
     from .fetch import FetchError, fetch_model
 
-    names = args.models or [settings.model]
+    if args.models:
+        names = args.models
+    else:  # the build that serves the configured model on this machine (service/engines)
+        try:
+            names = [settings_choice(CATALOG[settings.model], settings).build]
+        except EngineUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     unknown = [n for n in names if n not in CATALOG]
     if unknown:
         print(f"error: unknown model {', '.join(unknown)}; choose from {', '.join(CATALOG)}", file=sys.stderr)

@@ -171,7 +171,9 @@ def openapi_document(settings: Settings) -> dict:
                 "Health": {"type": "object", "required": ["status", "memory_mb", "model_loaded"],
                            "properties": {"status": {"const": "healthy"}, "memory_mb": number,
                                           "model_loaded": {"type": "boolean"}, "model": {"type": "string"},
-                                          "device": {"type": "string"}}},
+                                          "device": {"type": "string"},
+                                          "engine": {"enum": ["onnxruntime", "openvino"]},
+                                          "precision": {"enum": ["float32", "bfloat16", "int8"]}}},
                 "Status": {"type": "object",
                            "required": ["status", "model", "memory", "max_file_size_mb", "max_dimension",
                                         "allowed_extensions"],
@@ -179,6 +181,17 @@ def openapi_document(settings: Settings) -> dict:
                                "status": {"const": "ready"}, "model": {"type": "string"},
                                "requested_model": {"type": "string"},
                                "model_fallback_reason": {"type": ["string", "null"]},
+                               "model_used": {"type": "string",
+                                              "description": "the model and how it runs, as X-Model-Used says it: "
+                                                             "isnet-general-tiny (openvino, bf16)"},
+                               "engine": {"type": "object", "required": ["name", "precision", "build"], "properties": {
+                                   "name": {"enum": ["onnxruntime", "openvino"]},
+                                   "precision": {"enum": ["float32", "bfloat16", "int8"]},
+                                   "build": {"type": "string", "description": "the catalog build that runs"},
+                                   "device": {"type": "string"}, "threads": {"type": "integer"},
+                                   "fallback_reason": {"type": ["string", "null"],
+                                                       "description": "why this is not the engine or precision "
+                                                                      "asked for (BG_REMOVAL_FALLBACK)"}}},
                                "device": {"type": "object", "properties": {
                                    "requested": {"type": "string"}, "used": {"type": "string"},
                                    "providers": {"type": "array", "items": {"type": "string"}},
@@ -186,8 +199,12 @@ def openapi_document(settings: Settings) -> dict:
                                    "gpu": {"type": ["object", "null"]}}},
                                "version": {"type": "string"}, "threads": {"type": "integer"},
                                "float_weights": {"type": "boolean"},
-                               "cpu": {"type": "object", "properties": {"integer_class": {"type": "string"},
-                                                                        "exact_int8_mode": {"type": "boolean"}}},
+                               "cpu": {"type": "object", "properties": {
+                                   "classes": {"type": "array", "items": {"type": "string"},
+                                               "description": "AVX2, AVX-VNNI, AVX512, AVX512-VNNI, AVX512_BF16, "
+                                                              "AMX-INT8, AMX-BF16: what this CPU has, under "
+                                                              "ONEDNN_MAX_CPU_ISA where set"},
+                                   "integer_class": {"type": "string"}, "exact_int8_mode": {"type": "boolean"}}},
                                "memory": {"type": "object", "required": ["rss_mb", "peak_rss_mb", "model_loaded"],
                                           "properties": {"rss_mb": number, "peak_rss_mb": number,
                                                          "model_loaded": {"type": "boolean"}}},

@@ -72,6 +72,11 @@ class Engine:
         """The name served and how it runs, as X-Model-Used says it: ``isnet-general-tiny (openvino, bf16)``."""
         return f"{self.spec.name} ({self.name}, {SHORT[self.precision]})"
 
+    @property
+    def runtime(self) -> str:
+        """What executes the graph, for the start log (ONNX Runtime's providers, OpenVINO's plugin)."""
+        return self.name
+
     def describe(self) -> dict:
         """What runs, for the status endpoints and the start log."""
         return {"name": self.name, "precision": self.precision, "build": self.build.name,

@@ -91,6 +91,10 @@ class OnnxRuntimeEngine(Engine):
             if timer is not None:
                 timer.cancel()
 
+    @property
+    def runtime(self) -> str:
+        return ", ".join(self.providers)
+
     def describe(self) -> dict:
         placement = self.placement
         return {**super().describe(), "providers": self.providers, "requested_device": placement.requested,

@@ -90,6 +90,10 @@ class OpenVinoEngine(Engine):
             except Exception as exc:
                 raise self.failure(exc, timed_out=isinstance(exc, TimeoutError)) from exc
 
+    @property
+    def runtime(self) -> str:
+        return f"OpenVINO {self.version}, CPU plugin"
+
     def describe(self) -> dict:
         return {**super().describe(), "plugin": "CPU", "openvino": self.version,
                 "compile_s": round(self.compile_s, 2), "compiled_cache": self.cache}
