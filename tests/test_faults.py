@@ -6,6 +6,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from .support import cap_address_space, gradient, save, start_server
@@ -37,11 +38,28 @@ def test_a_run_that_fails_for_memory_answers_503_once_and_the_next_request_works
 
 @pytest.fixture(scope="module")
 def hasty_server(base_env, tmp_path_factory):
-    """isnet-general-tiny (seconds per image) with a one-second time limit."""
-    server = start_server({**base_env, "REQUEST_TIMEOUT_S": "1"},
+    """isnet-general-tiny on ONNX Runtime (seconds per image) with a one-second time limit.
+    (OpenVINO's bf16 run can end inside the second; its cancellation is tested below.)"""
+    server = start_server({**base_env, "REQUEST_TIMEOUT_S": "1", "BG_REMOVAL_ENGINE": "onnxruntime"},
                           tmp_path_factory.mktemp("hasty") / "server.log")
     yield server
     server.stop()
+
+
+def test_openvino_cancels_a_run_at_its_deadline_and_runs_the_next(model_dir):
+    from service.catalog import CATALOG
+    from service.config import Settings
+    from service.engines import fetched_engine
+    from service.errors import TimedOut
+
+    settings = Settings(model_dir=model_dir, engine="openvino", device="cpu")
+    engine = fetched_engine(CATALOG["isnet-general-tiny"], settings, show_progress=False)
+    batch = np.zeros((1, 3, 1024, 1024), np.float32)
+    started = time.monotonic()
+    with pytest.raises(TimedOut):
+        engine.run(batch, deadline=started + 0.05)  # a 1024² run takes far longer
+    assert time.monotonic() - started < 2
+    assert engine.run(batch).shape == (1, 1, 1024, 1024)
 
 
 def test_the_time_limit_stops_a_model_run_and_the_waits_behind_it(hasty_server):
