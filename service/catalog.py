@@ -155,6 +155,7 @@ _ROWS = (
         description="IS-Net general-use as OpenVINO IR with float32 weights, which OpenVINO maps from "
                     "disk instead of copying: what it runs for isnet-general-tiny",
         memory_mb=380,  # cgroup peak 379 MB in a 400 MB cgroup, no OOM kill (summed RSS 438)
+        prefer=(("openvino", "bfloat16"), ("openvino", "float32")),  # an IR: OpenVINO's only
     ),
     ModelSpec(
         name="u2netp",

@@ -33,6 +33,7 @@ def pick(spec=TINY, engine="auto", precision="auto", classes=ZEN4, **kw) -> Choi
     (U2NETP, ZEN4, Choice("openvino", "float32", "u2netp-rembg")),  # bf16 would move its masks
     (U2NETP, HASWELL, Choice("openvino", "float32", "u2netp-rembg")),
     (CATALOG["isnet-general-int8"], ZEN4, Choice("onnxruntime", "int8", "isnet-general-int8")),
+    (CATALOG["isnet-general-ir"], HASWELL, Choice("openvino", "float32", "isnet-general-ir")),
 ])
 def test_auto_takes_bf16_where_the_cpu_has_it_and_float32_elsewhere(spec, classes, expected):
     assert pick(spec, classes=classes) == expected
@@ -66,6 +67,7 @@ def test_without_openvino_everything_runs_on_onnx_runtime():
     (dict(engine="openvino", device="cuda"), ZEN4, True, "runs on the CPU only"),
     (dict(precision="int8", spec=U2NETP), ZEN4, True, "u2netp has no int8 build"),
     (dict(precision="float32", spec=CATALOG["isnet-general-int8"]), ZEN4, True, "is an int8 graph"),
+    (dict(engine="onnxruntime", spec=CATALOG["isnet-general-ir"]), ZEN4, True, "ONNX Runtime cannot read it"),
 ])
 def test_what_the_machine_cannot_run_is_refused_in_one_line(request_, classes, openvino, words):
     request_ = dict(request_)

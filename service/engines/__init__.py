@@ -149,6 +149,8 @@ def _refusal(spec: ModelSpec, engine: str, precision: str, device: str, classes:
         return "BG_REMOVAL_ENGINE=openvino: the openvino package is not installed (pip install openvino)"
     if engine == "openvino" and device in ("cuda", "tensorrt"):
         return f"BG_REMOVAL_ENGINE=openvino runs on the CPU only, not BG_REMOVAL_DEVICE={device}"
+    if engine == "onnxruntime" and CATALOG[_build(spec, engine, precision) or spec.name].filename.endswith(".xml"):
+        return f"{spec.name} is an OpenVINO IR; ONNX Runtime cannot read it (BG_REMOVAL_ENGINE=openvino)"
     if spec.precision == "int8" and precision != "int8":
         return f"{spec.name} is an int8 graph; it runs at BG_REMOVAL_PRECISION=int8 (or auto) only"
     if precision == "int8" and _build(spec, engine, precision) is None:
