@@ -82,9 +82,10 @@ class ModelSpec:
     # "int8" for a graph with integer kernels, which runs at that precision only; None: float.
     precision: str | None = None
     # (engine, precision) pairs that BG_REMOVAL_ENGINE and BG_REMOVAL_PRECISION "auto" try, fastest
-    # first, each measured to give float32's masks (docs/engines.md); the first this machine can
+    # first, each measured to give float32's masks (docs/engines.md), with a third item where the
+    # pair is the faster only on CPUs of that class (service/cpu.py); the first this machine can
     # run serves. ONNX Runtime in the row's own precision comes after them all.
-    prefer: tuple[tuple[str, str], ...] = ()
+    prefer: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,9 @@ _ROWS = (
         description="U²-Net small, fp32, 320 px, Concats split: fastest, coarser edges",
         memory_mb=216,
         openvino="u2netp-rembg",  # OpenVINO plans its own memory: the graph as published
-        prefer=(("openvino", "float32"),),  # bf16 moves its masks (mean IoU 0.967 against rembg's)
+        # bf16 moves its masks (mean IoU 0.967 against rembg's); OpenVINO's float32 is faster with
+        # AVX512 (0.14 s against 0.22 a run), not with its kernels capped to AVX2 (0.25 against 0.23)
+        prefer=(("openvino", "float32", "AVX512"),),
     ),
     ModelSpec(
         name="u2netp-rembg",

@@ -132,11 +132,13 @@ def _auto(spec: ModelSpec, engine: str, device: str, classes: tuple[str, ...], o
           gpu: bool) -> tuple[str, str]:
     """The fastest (engine, precision) for ``spec`` whose masks pass the quality guard and whose
     memory fits its tier, where ``engine`` is "auto" or fixed: the first of the row's ``prefer``
-    pairs this machine can run (a GPU keeps ONNX Runtime), else the row's own precision. int8 is
+    pairs this machine can run and is of the class for (a GPU keeps ONNX Runtime), else the
+    row's own precision. int8 is
     the operator's choice (the 256 MB tier), never taken for a float row."""
     on_gpu = device in ("cuda", "tensorrt") or (device == "auto" and gpu)
-    for candidate, precision in spec.prefer:
+    for candidate, precision, *needs in spec.prefer:
         if engine in ("auto", candidate) and not (on_gpu and candidate != "onnxruntime") \
+                and all(need in classes for need in needs) \
                 and _refusal(spec, candidate, precision, device, classes, openvino) is None:
             return candidate, precision
     return ("onnxruntime" if engine == "auto" else engine), spec.precision or "float32"
