@@ -443,11 +443,17 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
               "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
               "alone/bare") + ((f"OOM kills ({memory_limit} MB cgroup)", "cgroup peak MB") if memory_limit else ())
-    rows, versus, rembg_runs = [], [], {}
+    rows, versus, rembg_runs, failures = [], [], {}, []
     for model, engine, precision in runs_for:
         env, name = engine_env(engine, precision), f"{model}-{engine}-{precision}"
-        r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{name}.log"),
-                        memory_limit=memory_limit, size=size, extra_env=env)
+        try:
+            r = bench_model(model, payloads, total, concurrency, threads, Path(f"/tmp/bench-{name}.log"),
+                            memory_limit=memory_limit, size=size, extra_env=env)
+        except RuntimeError as exc:  # refused at start, or killed for memory: said, and the next one runs
+            last = Path(f"/tmp/bench-{name}.log").read_text().strip().splitlines()[-1:] or [""]
+            failures.append(f"{model} ({engine}, {precision}): {exc} [{last[0][-160:]}]")
+            print(f"  {failures[-1]}", flush=True)
+            continue
         bare = bare_run_seconds(model, threads, env)
         runs = [(r["label"], r)]
         if refine:  # the same load again with refine=true, on a fresh server
@@ -473,4 +479,6 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
         print(f"\nrembg ({rembg}), remove() in process on the same {len(payloads)} images, {threads} thread(s):")
         _table(("model", "rembg session", "ours p50 alone s", "rembg median s", "time ratio",
                 "ours peak tree MB", "rembg peak MB", "peak ratio"), versus)
-    return 0
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
