@@ -151,3 +151,20 @@ def test_the_default_runs_bf16_on_openvino_here(default_server, sample_photo):
     response = default_server.post("/api/bg/remove", files={"file": ("a.jpg", sample_photo.read_bytes())})
     assert response.headers["X-Model-Used"] == "isnet-general-tiny (openvino, bf16)"
     assert Image.open(__import__("io").BytesIO(response.content)).mode == "RGBA"
+
+
+def test_the_choice_imports_no_engine_or_image_library(base_env):
+    """gunicorn's master makes the choice (to fetch the build and check its memory) and stays small."""
+    import subprocess
+    import sys
+
+    from .support import ROOT
+
+    code = ("import sys; from service import check_memory; from service.config import Settings; "
+            "from service.engines import settings_choice; from service.catalog import CATALOG; "
+            "s = Settings.from_env(); check_memory(s.model, s); settings_choice(CATALOG[s.model], s); "
+            "print(sorted(m for m in ('numpy', 'PIL', 'flask', 'openvino', 'onnxruntime') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -18,14 +18,16 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from ..catalog import CATALOG, ModelSpec
 from ..cpu import BF16_CLASSES, cpu_classes, has_bf16, has_vnni
-from ..errors import InferenceFailed, OutOfMemory, TimedOut
-from ..imaging import postprocess, preprocess
+
+if TYPE_CHECKING:  # the choice runs in gunicorn's master too, which stays without numpy, PIL and Flask
+    import numpy as np
+    from PIL import Image
+
+    from ..errors import OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Engine:
 
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
+        from ..imaging import postprocess, preprocess
+
         try:
             return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size, self.spec.activation)
         except MemoryError as exc:  # numpy's, around the run
@@ -84,6 +88,8 @@ class Engine:
 
     def failure(self, exc: Exception, timed_out: bool) -> Exception:
         """The typed error for a run that raised ``exc`` (``timed_out``: stopped at its deadline)."""
+        from ..errors import InferenceFailed, TimedOut
+
         if timed_out:
             return TimedOut("the image took longer than the time limit; retry when the server "
                             "is less busy, or send a smaller image", retry_after=5)
@@ -93,6 +99,8 @@ class Engine:
         return InferenceFailed("the model failed on this image; the error is in the server log")
 
     def out_of_memory(self, exc: BaseException) -> OutOfMemory:
+        from ..errors import OutOfMemory
+
         log.error("%s: out of memory: %s", self.spec.name, str(exc).strip()[:300] or type(exc).__name__)
         return OutOfMemory(f"{self.spec.name} could not get the memory it needs for this run; retry shortly",
                            retry_after=10)
