@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .catalog import CATALOG
+from .engines import ENGINES, PRECISIONS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=60)
     bench.add_argument("--concurrency", type=int, default=3)
     bench.add_argument("--threads", type=int, default=1, help="BG_REMOVAL_THREADS for the server")
-    bench.add_argument("--engines", nargs="+", default=["auto"], choices=("auto", "onnxruntime", "openvino"),
+    bench.add_argument("--engines", nargs="+", default=["auto"], choices=ENGINES,
                        help="BG_REMOVAL_ENGINE values to run each model on (several: one table across them)")
-    bench.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "float32", "bfloat16", "int8"),
+    bench.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISIONS,
                        help="BG_REMOVAL_PRECISION values to run each model at; combinations this machine "
                             "cannot run are listed and skipped")
     bench.add_argument("--rembg", type=Path, metavar="VENV",

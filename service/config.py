@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .catalog import CATALOG, DEFAULT_MODEL
+from .engines import ENGINES, PRECISIONS
 
 ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 
@@ -104,8 +105,8 @@ class Settings:
             threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
             float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",
             device=_choice(env, "BG_REMOVAL_DEVICE", ("auto", "cpu", "cuda", "tensorrt"), "auto"),
-            engine=_choice(env, "BG_REMOVAL_ENGINE", ("auto", "onnxruntime", "openvino"), "auto"),
-            precision=_choice(env, "BG_REMOVAL_PRECISION", ("auto", "float32", "bfloat16", "int8"), "auto"),
+            engine=_choice(env, "BG_REMOVAL_ENGINE", ENGINES, "auto"),
+            precision=_choice(env, "BG_REMOVAL_PRECISION", PRECISIONS, "auto"),
             fallback=_choice(env, "BG_REMOVAL_FALLBACK", ("true", "false"), "false") == "true",
             max_file_size=_int(env, "MAX_FILE_SIZE_MB", 8, 1, 1024) * 1024 * 1024,
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),

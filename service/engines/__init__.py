@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,8 +212,6 @@ def settings_choice(spec: ModelSpec, settings, device: str | None = None) -> Cho
 def compiled_cache_dir(settings) -> Path | None:
     """Where OpenVINO keeps compiled models between starts: MODEL_DIR/openvino-cache, made if
     missing; None where MODEL_DIR cannot be written (a read-only image): then each start compiles."""
-    import os
-
     directory = Path(settings.model_dir) / "openvino-cache"
     try:
         directory.mkdir(parents=True, exist_ok=True)
