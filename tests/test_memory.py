@@ -1,9 +1,12 @@
-"""heap_buffers() switches glibc's mmap threshold and back; checked through glibc's own counters."""
+"""heap_buffers() switches glibc's mmap threshold and back, checked through glibc's own counters;
+drop_mapped_pages() releases a mapped file's pages, checked in /proc/self/smaps."""
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service import memory
@@ -64,3 +67,23 @@ def test_heap_buffers_leave_glibcs_sliding_threshold_alone():
 def test_trim_heap_runs_on_glibc():
     assert memory.trim_heap() is True
     assert memory.release_memory() is True
+
+
+def test_mapped_pages_of_a_file_are_dropped_and_read_back_the_same(tmp_path):
+    import mmap
+
+    data = np.random.default_rng(0).integers(0, 256, 32 * 2**20, dtype=np.uint8).tobytes()
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(data)
+
+    def resident_kb() -> int:  # this file's resident pages in this process
+        text = Path("/proc/self/smaps").read_text()
+        blocks = text.split(str(weights) + "\n")[1:]
+        return sum(int(b.split("Rss:")[1].split()[0]) for b in blocks)
+
+    with open(weights, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        assert mapped[:] == data  # every page read, so resident
+        assert resident_kb() > 30 * 1024
+        assert memory.drop_mapped_pages([tmp_path]) == 32
+        assert resident_kb() < 1024
+        assert mapped[:] == data  # read back from the file, unchanged
