@@ -108,6 +108,19 @@ def test_eval_command_prints_a_table_and_writes_a_contact_sheet(run_cli, bench_d
         assert sheet.size == (4 * 160, 2 * 160)
 
 
+def test_eval_holds_the_masks_against_a_reference_and_names_the_photos_it_loses_on(run_cli, bench_dir, tmp_path):
+    # the reference runs on ONNX Runtime in float32: so does the model here, to give the same masks
+    result = run_cli("eval", bench_dir, "--model", "u2netp", "--reference", "u2netp", "--out", tmp_path / "out",
+                     env={"BG_REMOVAL_ENGINE": "onnxruntime"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    agreement = lines[lines.index(next(l for l in lines if l.startswith("| mean IoU |"))) + 2]
+    assert agreement.startswith("| 1.0000 | 1.0000 |")
+    gap = lines[lines.index(next(l for l in lines if l.startswith("| IoU, headline rows |"))) + 2]
+    cells = [c.strip() for c in gap.strip("|").split("|")]
+    assert cells[0] == cells[1] and cells[2] == "+0.0000" and cells[3] == "none"
+
+
 def test_eval_command_scores_refined_masks_on_request(run_cli, bench_dir, tmp_path):
     plain = samples_row(run_cli("eval", bench_dir, "--model", "u2netp", "--out", tmp_path / "out").stdout)
     result = run_cli("eval", bench_dir, "--model", "u2netp", "--refine", "--out", tmp_path / "out")

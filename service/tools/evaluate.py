@@ -122,6 +122,14 @@ def _sheet_tile(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
+WORSE_BY = 0.05  # a photo this much below the reference's IoU against the truth is named
+
+
+def _signed(gaps: list[tuple[float, float, str, bool]]) -> str:
+    """Our mean IoU less the reference's, signed, as a cell."""
+    return f"{statistics.fmean(g[0] - g[1] for g in gaps):+.4f}" if gaps else "–"
+
+
 def _mean(values: list[float], digits: int = 4) -> str:
     """Mean as a table cell; a dash when there is nothing to average (no alpha rows in a set)."""
     return f"{statistics.fmean(values):.{digits}f}" if values else "–"
@@ -214,6 +222,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
     references = _our_masks(rows, reference, threads, False, reference=True) if reference else itertools.repeat(None)
     results: list[tuple[Row, dict[str, float]]] = []
     agreement: list[tuple[float, float, str]] = []  # (flipped share, IoU, photo) against the reference
+    truth_gaps: list[tuple[float, float, str, bool]] = []  # (our IoU, the reference's, photo, headline) vs truth
     signals: list[tuple[float, str | None]] = []  # (confidence, warning) per row, from the mask alone
     tiles, tile = [], 160
     for row, (photo, alpha), ref in zip(rows, masks, references):
@@ -229,6 +238,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
         if ref is not None:
             ref_mask = np.asarray(ref[1].resize(mask.size, Image.Resampling.LANCZOS))
             agreement.append((flipped(pred, ref_mask), iou(pred, ref_mask), f"{row.source}/{row.id}"))
+            truth_gaps.append((results[-1][1]["iou"], iou(ref_mask, truth), f"{row.source}/{row.id}", row.headline))
             tiles[-1].append(_sheet_tile(Image.fromarray(ref_mask), tile))
     if agreement:  # the photos that differ most first
         order = sorted(range(len(tiles)), key=lambda i: -agreement[i][0])
@@ -265,4 +275,13 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
                   f"| {_mean([a[1] for a in agreement])} | {min(a[1] for a in agreement):.4f} "
                   f"| {statistics.fmean(a[0] for a in agreement):.3%} | {max(a[0] for a in agreement):.2%} "
                   f"| {', '.join(f'{name} ({share:.1%})' for share, _, name in over) or 'none'} |"]
+        headline = [g for g in truth_gaps if g[3]]
+        below = sorted((g for g in truth_gaps if g[1] - g[0] > WORSE_BY), key=lambda g: g[0] - g[1])
+        lines += ["", f"against the truth, photo by photo (IoU at 128; the reference's on the same rows):",
+                  "| IoU, headline rows | the reference's | difference | photos more than "
+                  f"{WORSE_BY} below the reference's |",
+                  "|---|---|---|---|",
+                  f"| {_mean([g[0] for g in headline])} | {_mean([g[1] for g in headline])} "
+                  f"| {_signed(headline)} "
+                  f"| {', '.join(f'{name} ({ours:.3f} against {theirs:.3f})' for ours, theirs, name, _ in below) or 'none'} |"]
     return "\n".join(lines)
