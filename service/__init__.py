@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 log = logging.getLogger(__name__)
 
 
-def ensure_model(settings, device: str | None = None) -> "os.PathLike":
-    """Path of the build that serves the configured model (service/engines chooses it, for
-    ``device`` or the configured one), verified; fetched in a child process if missing.
+def ensure_model(settings, build: str | None = None) -> "os.PathLike":
+    """Path of catalog build ``build`` (default: the one that serves the configured model here,
+    as service/engines chooses it), verified; fetched in a child process if missing.
 
     The fetch (and, for isnet-general-tiny, the int8 build with ``onnx``) runs
     in its own process so that none of its memory stays in the server.
@@ -27,7 +27,7 @@ def ensure_model(settings, device: str | None = None) -> "os.PathLike":
     from .engines import settings_choice
     from .fetch import model_path, verify
 
-    spec = CATALOG[settings_choice(CATALOG[settings.model], settings, device).build]
+    spec = CATALOG[build or settings_choice(CATALOG[settings.model], settings).build]
     path = model_path(spec, settings.model_dir)
     if verify(path, spec.checksum):
         return path
@@ -97,18 +97,16 @@ def create_app(config: Mapping[str, str] | None = None):
 FALLBACK_MODEL = "u2netp"
 
 
-def check_memory(name: str, settings=None, device: str | None = None) -> None:
-    """Raise MemoryError when catalog model ``name``, as the settings' engine and precision run
-    it (its build's row, where one is chosen), needs more memory at work than this container's
-    limit (its cgroup) allows: checked before its file is fetched."""
+def check_memory(name: str, build: str | None = None) -> None:
+    """Raise MemoryError when catalog model ``name``, run as catalog build ``build`` (whose row's
+    figure counts where it has one), needs more memory at work than this container's limit (its
+    cgroup) allows: checked before its file is fetched."""
     from .catalog import CATALOG
-    from .engines import settings_choice
     from .memory import cgroup_limit_mb
 
     spec, limit = CATALOG[name], cgroup_limit_mb()
-    if settings is not None:
-        build = CATALOG[settings_choice(spec, settings, device).build]
-        spec = build if build.memory_mb else spec
+    if build is not None and CATALOG[build].memory_mb:
+        spec = CATALOG[build]
     if spec.memory_mb and limit and spec.memory_mb > limit:
         need = "about" if spec.memory_measured else "at least"
         raise MemoryError(f"{name} needs {need} {spec.memory_mb} MB at work; this container's memory "
@@ -124,11 +122,11 @@ def load_engine(name: str, settings, device: str | None = None):
     from .catalog import CATALOG
     from .engines import create_engine, settings_choice
 
-    check_memory(name, settings, device)
     spec = CATALOG[name]
+    choice = settings_choice(spec, settings, device)
+    check_memory(name, choice.build)
     settings = replace(settings, model=name)
-    return create_engine(spec, settings_choice(spec, settings, device), ensure_model(settings, device),
-                         settings, device)
+    return create_engine(spec, choice, ensure_model(settings, choice.build), settings, device)
 
 
 def _load_engine(settings):
@@ -137,8 +135,9 @@ def _load_engine(settings):
     loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py). The
     fallback model's file is fetched at start too, so that a run that fails for memory later can
     be retried on it (service/api.py) without a download."""
+    from .catalog import CATALOG
     from .device import DeviceUnavailable
-    from .engines import EngineUnavailable
+    from .engines import EngineUnavailable, settings_choice
 
     try:
         engine, reason = load_engine(settings.model, settings), None
@@ -153,7 +152,7 @@ def _load_engine(settings):
         return load_engine(FALLBACK_MODEL, settings), reason
     if settings.fallback and settings.model != FALLBACK_MODEL:
         try:
-            ensure_model(replace(settings, model=FALLBACK_MODEL), device="cpu")
+            ensure_model(settings, settings_choice(CATALOG[FALLBACK_MODEL], settings, "cpu").build)
         except Exception as exc:  # the configured model serves; only the retry is lost
             log.warning("fallback model %s is not available: %s", FALLBACK_MODEL, str(exc).strip().splitlines()[0])
     return engine, reason

@@ -228,10 +228,9 @@ def change_color():
     return _image_response(result, fmt, f"bg_{stem}.{extension}", started)
 
 
-def _device() -> dict:
-    engine = current_engine()
-    about = engine.describe()
-    return {"requested": about.get("requested_device", current_settings().device), "used": engine.device,
+def _device(about: dict) -> dict:
+    """The device part of the status, from the engine's :meth:`Engine.describe`."""
+    return {"requested": about.get("requested_device", current_settings().device), "used": about["device"],
             "providers": about.get("providers", []), "fallback_reason": about.get("device_fallback_reason"),
             "gpu": about.get("gpu")}
 
@@ -245,7 +244,7 @@ def health():
 
 @bp.get("/status")
 def status():
-    settings = current_settings()
+    settings, about = current_settings(), current_engine().describe()
     return jsonify(
         status="ready",
         model=current_engine().spec.name,
@@ -253,12 +252,12 @@ def status():
         model_fallback_reason=current_app.extensions["bg_model_fallback"],
         runs_on_fallback_model=current_app.extensions.get("bg_fallback_runs", 0),
         model_used=current_engine().label,
-        engine=current_engine().describe(),
-        device=_device(),
+        engine=about,
+        device=_device(about),
         version=__version__,
         threads=current_engine().threads,
         float_weights=settings.float_weights,
-        cpu=_cpu(),
+        cpu=_cpu(about),
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
         queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,
@@ -269,11 +268,11 @@ def status():
     )
 
 
-def _cpu() -> dict:
+def _cpu(about: dict) -> dict:
     from .cpu import cpu_classes, integer_class
 
     return {"classes": list(cpu_classes()), "integer_class": integer_class(),
-            "exact_int8_mode": bool(current_engine().describe().get("exact_int8_mode"))}
+            "exact_int8_mode": bool(about.get("exact_int8_mode"))}
 
 
 @bp.post("/clear_cache")

@@ -16,7 +16,9 @@ from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from . import check_memory, ensure_model
+from .catalog import CATALOG
 from .config import ConfigError, Settings
+from .engines import settings_choice
 
 log = logging.getLogger("service")
 
@@ -106,8 +108,9 @@ def serve(app_uri: str) -> None:
         log.error("%s", exc)
         sys.exit(1)
     try:
-        check_memory(settings.model, settings)  # before a download it could never use
-        ensure_model(settings)
+        build = settings_choice(CATALOG[settings.model], settings).build  # EngineUnavailable: one line
+        check_memory(settings.model, build)  # before a download it could never use
+        ensure_model(settings, build)
     except (MemoryError, RuntimeError) as exc:
         if not settings.fallback:
             log.error("%s", exc)

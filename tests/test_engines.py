@@ -162,7 +162,7 @@ def test_the_choice_imports_no_engine_or_image_library(base_env):
 
     code = ("import sys; from service import check_memory; from service.config import Settings; "
             "from service.engines import settings_choice; from service.catalog import CATALOG; "
-            "s = Settings.from_env(); check_memory(s.model, s); settings_choice(CATALOG[s.model], s); "
+            "s = Settings.from_env(); check_memory(s.model, settings_choice(CATALOG[s.model], s).build); "
             "print(sorted(m for m in ('numpy', 'PIL', 'flask', 'openvino', 'onnxruntime') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,
                             timeout=60)

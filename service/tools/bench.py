@@ -187,8 +187,7 @@ for photo in sys.argv[5:]:
     rgb = decode_upload(Path(photo).read_bytes(), settings.max_dimension, settings.max_pixels).rgb
     t = time.perf_counter(); mask = engine.predict_mask(rgb); times.append(time.perf_counter() - t)
     mask.save(out / (Path(photo).stem + ".png"))
-print(statistics.median(times), peak_rss_mb(), engine.label,
-      ",".join(engine.describe().get("providers", ["OpenVINO CPU"])), sep="\t")
+print(statistics.median(times), peak_rss_mb(), engine.label, engine.runtime, sep="\t")
 """
 # The float32 model each build is held against in the matrix.
 MATRIX_REFERENCE = {"u2netp": "u2netp-rembg", "u2netp-rembg": "u2netp-rembg",
