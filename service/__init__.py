@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from typing import Mapping
 
@@ -38,7 +39,9 @@ def ensure_model(settings, build: str | None = None) -> "os.PathLike":
     result = subprocess.run([sys.executable, "-m", "service", "fetch", spec.name], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0 or not verify(path, spec.checksum):
-        raise RuntimeError(f"model {spec.name} is not available:\n{result.stdout.strip()}")
+        raise RuntimeError(f"model {spec.name} is not in {settings.model_dir} and could not be fetched: set "
+                           f"BG_MODEL_MIRROR to a folder that holds it, or let this machine reach its source "
+                           f"(python -m service fetch {spec.name} says more)\n{result.stdout.strip()}")
     return path
 
 
@@ -56,6 +59,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from .config import Settings
     from .errors import register_error_handlers
     from .gate import AdmissionGate
+    from .metrics import Metrics
     from .requestlog import init_app as init_request_log
 
     settings = Settings.from_env({**os.environ, **(config or {})})
@@ -78,12 +82,15 @@ def create_app(config: Mapping[str, str] | None = None):
     app.extensions["bg_engine"] = engine
     app.extensions["bg_model_fallback"] = model_fallback
     app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting)
+    app.extensions["bg_draining"] = threading.Event()  # set at SIGTERM (service/server.py)
+    app.extensions["bg_metrics"] = Metrics(app.extensions["bg_gate"], engine)
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)
     app.register_blueprint(removebg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
+    app.extensions["bg_metrics"].init_app(app, settings.api_key if settings.metrics_require_key else None)
 
     about = engine.describe()
     reasons = [(kind, r) for kind, r in (("engine", about["fallback_reason"]),
@@ -141,9 +148,8 @@ def _load_engine(settings):
 
     try:
         engine, reason = load_engine(settings.model, settings), None
-    except (DeviceUnavailable, EngineUnavailable) as exc:
-        log.error("%s", exc)  # one line; the start stops
-        raise
+    except (DeviceUnavailable, EngineUnavailable):
+        raise  # one line; the start stops (service/server.py says it)
     except Exception as exc:  # fetch, checksum, or ONNX Runtime's load (memory among them)
         if not settings.fallback or settings.model == FALLBACK_MODEL:
             raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import time
 from pathlib import PurePosixPath
@@ -10,13 +11,15 @@ from pathlib import PurePosixPath
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS, Settings
 from .engines import Engine
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
 from .gate import AdmissionGate
-from .imaging import COLOR_FORMS, Background, decode_upload, parse_color, parse_margin
+from .imaging import COLOR_FORMS, Background, check_header, decode_upload, parse_color, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .pipeline import Options, Result, cut_out
 from .requestlog import note
@@ -161,6 +164,7 @@ def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
         result = cut_out(data, _fallback_engine(failure), current_settings(), options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
          confidence=round(result.confidence, 3), model=result.model)
+    current_app.extensions["bg_metrics"].model_run.observe(result.model_ms / 1000)
     return result
 
 
@@ -187,12 +191,51 @@ def _flag(name: str) -> bool:
     return value == "true"
 
 
-def admit_request(deadline: float):
+# What a refused upload may have read of it to settle its type and declared size: headers sit
+# in the first bytes of every allowed format (a JPEG's may follow up to 64 KB of EXIF).
+SCREEN_BYTES = 256 * 1024
+
+
+def screen_upload(field: str) -> None:
+    """Raise the 4xx the first SCREEN_BYTES of the multipart file ``field`` settle, if any
+    (:func:`service.imaging.check_header`): read from the body as it streams, the rest left
+    unread. For a request about to be refused as busy, which is then refused for what it is."""
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != "multipart/form-data" or not options.get("boundary"):
+        return
+    decoder, stream = MultipartDecoder(options["boundary"].encode("latin-1")), request.stream
+    head, inside, complete = bytearray(), False, False
+    while not complete and len(head) < SCREEN_BYTES:
+        chunk = stream.read(64 * 1024)
+        decoder.receive_data(chunk or None)
+        try:
+            event = decoder.next_event()
+            while not isinstance(event, (NeedData, Epilogue)) and not complete:
+                if isinstance(event, File):
+                    inside = event.name == field
+                elif isinstance(event, Data) and inside:
+                    head += event.data
+                    complete = not event.more_data
+                event = decoder.next_event()
+        except ValueError:  # a malformed body: the refusal stands
+            return
+        if not chunk or isinstance(event, Epilogue):
+            break
+    if head:
+        settings = current_settings()
+        check_header(bytes(head[:SCREEN_BYTES]), complete and len(head) <= SCREEN_BYTES, settings.max_pixels)
+
+
+def admit_request(deadline: float, field: str = "file"):
     """Enter the admission gate with this request's declared body size, before the body is read
-    (503 at once when the waiting uploads or the expected wait are over their limits)."""
+    (503 at once when the waiting uploads or the expected wait are over their limits). An upload
+    refused so is first screened (:func:`screen_upload`): what its first bytes show to be wrong
+    gets its 4xx, not the 503, on a busy server as on an idle one."""
     size = request.content_length or 0
     if size > current_app.config["MAX_CONTENT_LENGTH"]:
         raise RequestEntityTooLarge()  # answered (after draining the body) by the error handler
+    if _gate().refusal(size, deadline):
+        screen_upload(field)
     return _gate().admit(size, deadline)
 
 
@@ -240,6 +283,25 @@ def health():
     engine = current_engine()
     return jsonify(status="healthy", memory_mb=round(rss_mb(), 1), model_loaded=True,
                    model=engine.spec.name, device=engine.device, engine=engine.name, precision=engine.precision)
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness, for a load balancer or Kubernetes: 503 while the server drains after SIGTERM
+    and while the admission gate turns new images away (a full queue, or a wait past the time
+    limit); 200 otherwise. Liveness is /api/bg/health."""
+    gate, settings = _gate(), current_settings()
+    queue = {"admitted": gate.admitted, "waiting_mb": round(gate.waiting_bytes / 2**20, 1),
+             "expected_wait_s": round(gate.expected_wait(), 1)}
+    if current_app.extensions["bg_draining"].is_set():
+        return jsonify(status="draining", reason="the server is shutting down", queue=queue), 503
+    reason = gate.full(settings.request_timeout)
+    if reason:
+        response = jsonify(status="busy", reason=gate.REASONS[reason], queue=queue)
+        response.status_code = 503
+        response.headers["Retry-After"] = str(max(1, math.ceil(gate.expected_wait())))
+        return response
+    return jsonify(status="ready", queue=queue)
 
 
 @bp.get("/status")

@@ -83,6 +83,9 @@ class Settings:
     allow_image_url: bool = False               # remove.bg's image_url and bg_image_url (service/download.py)
     image_url_networks: tuple = ()              # networks trusted for image_url besides public addresses
     image_url_timeout: float = 10.0             # seconds for one download, redirects included
+    metrics_require_key: bool = False           # /metrics behind API_KEY too
+    shutdown_delay: float = 0.0                 # seconds served after SIGTERM with /api/bg/ready at 503
+    log_level: str = "info"                     # debug adds tracebacks to a failed start
 
     @property
     def max_file_size_mb(self) -> int:
@@ -122,4 +125,7 @@ class Settings:
             allow_image_url=_choice(env, "ALLOW_IMAGE_URL", ("true", "false"), "false") == "true",
             image_url_networks=_networks(env, "IMAGE_URL_ALLOW_NETWORKS"),
             image_url_timeout=float(_int(env, "IMAGE_URL_TIMEOUT_S", 10, 1, 300)),
+            metrics_require_key=_choice(env, "METRICS_REQUIRE_KEY", ("true", "false"), "false") == "true",
+            shutdown_delay=float(_int(env, "SHUTDOWN_DELAY_S", 0, 0, 25)),
+            log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterator
 
@@ -32,16 +33,43 @@ class AdmissionGate:
         self._budget = waiting_bytes
         self._concurrency = concurrency
         self.admitted = 0        # running + waiting, for status reports
+        self.admitted_total = 0  # every request ever admitted, for metrics
         self.waiting_bytes = 0   # upload bytes of the requests not yet running
         self.run_seconds: float | None = None  # moving average of a turn's duration
+        self.refused: Counter[str] = Counter()  # refusals by reason: queue_full, wait_too_long, timed_out
+        # Called after each turn with (seconds waited for it, seconds it ran): the metrics' hook.
+        self.observer: Callable[[float, float], None] | None = None
 
     def expected_wait(self) -> float:
         """Seconds a request arriving now waits for its turn, from the moving average."""
         ahead = max(0, self.admitted - self._concurrency + 1)
         return ahead * (self.run_seconds or 0.0) / self._concurrency
 
-    def _refuse(self, why: str) -> Busy:
-        return Busy(f"the server is busy with other images ({why}); retry shortly",
+    def refusal(self, size: int, deadline: float) -> str | None:
+        """Why a request of ``size`` upload bytes, due by ``deadline``, would be refused now
+        (a reason of :attr:`refused`), or None when it would be admitted. Call with the lock held
+        or accept a moment's staleness (readiness does)."""
+        if self.admitted < self._concurrency:  # it would run at once
+            return None
+        if self.waiting_bytes + size > self._budget:
+            return "queue_full"
+        if time.monotonic() + self.expected_wait() + (self.run_seconds or 0.0) > deadline:
+            return "wait_too_long"
+        return None
+
+    def full(self, timeout: float) -> str | None:
+        """Why the gate turns new work away now (readiness): the waiting uploads fill the byte
+        budget, or a request arriving now would not get its turn within ``timeout`` seconds."""
+        if self.admitted >= self._concurrency and self.waiting_bytes >= self._budget:
+            return "queue_full"
+        return self.refusal(0, time.monotonic() + timeout)
+
+    REASONS = {"queue_full": "the waiting uploads fill the queue",
+                "wait_too_long": "its turn would come after the time limit"}
+
+    def _refuse(self, reason: str) -> Busy:
+        self.refused[reason] += 1
+        return Busy(f"the server is busy with other images ({self.REASONS[reason]}); retry shortly",
                     retry_after=max(1, math.ceil(self.expected_wait())))
 
     @contextmanager
@@ -52,18 +80,21 @@ class AdmissionGate:
         and holds it. The upload is read and checked between the two, while its bytes count.
         """
         with self._lock:
-            if self.admitted >= self._concurrency:  # it would wait
-                if self.waiting_bytes + size > self._budget:
-                    raise self._refuse("the waiting uploads fill the queue")
-                if time.monotonic() + self.expected_wait() + (self.run_seconds or 0.0) > deadline:
-                    raise self._refuse("its turn would come after the time limit")
+            reason = self.refusal(size, deadline)
+            if reason:
+                raise self._refuse(reason)
             self.admitted += 1
+            self.admitted_total += 1
             self.waiting_bytes += size
         waiting = [size]
+
+        arrived = time.monotonic()
 
         @contextmanager
         def turn() -> Iterator[None]:
             if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                with self._lock:
+                    self.refused["timed_out"] += 1
                 raise TimedOut("the time limit passed while waiting for a turn; retry shortly",
                                retry_after=max(1, math.ceil(self.expected_wait())))
             with self._lock:
@@ -78,6 +109,8 @@ class AdmissionGate:
                 with self._lock:
                     self.run_seconds = took if self.run_seconds is None else (
                         _SMOOTHING * took + (1 - _SMOOTHING) * self.run_seconds)
+                if self.observer:
+                    self.observer(started - arrived, took)
 
         try:
             yield turn

@@ -64,16 +64,9 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), mode="L")
 
 
-def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
-    """Decode image bytes into an RGB image fit for the model.
-
-    The format is sniffed from the bytes, never from a file name. Raises
-    UnsupportedType (a known format that is not allowed), NotAnImage (no image,
-    truncated or corrupt), ImageTooLarge (declared width × height over ``max_pixels``).
-    Animated images give their first frame. Pillow raises many exception types
-    for damaged data (a fuzz test finds them), so every step that reads the
-    upload maps any exception to NotAnImage: bad bytes are the client's error.
-    """
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """The upload opened lazily (its header read, no pixels), its type and declared size checked:
+    UnsupportedType, NotAnImage or ImageTooLarge as :func:`decode_upload` documents."""
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -84,15 +77,48 @@ def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
         raise NotAnImage("the file is not an image that can be read") from None
     except Exception as exc:
         raise NotAnImage(f"the image header is corrupt ({exc.__class__.__name__})") from None
-
-    fmt = img.format or ""
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}×{height} pixels; the limit is {max_pixels:,} pixels")
     if width < 1 or height < 1:
         raise NotAnImage("the image has no pixels")
+    return img
+
+
+def _could_be_allowed(head: bytes) -> bool:
+    """Whether the first bytes start like a format an upload may be (by Pillow's own tests)."""
+    Image.init()
+    return any(accept is None or accept(head[:16])
+               for name, (_, accept) in Image.OPEN.items() if name in ALLOWED_FORMATS)
+
+
+def check_header(head: bytes, complete: bool, max_pixels: int) -> None:
+    """Refuse an upload from its first bytes alone where they settle it: a type that is not
+    allowed or no image at all, or a declared size over ``max_pixels``; the errors of
+    :func:`decode_upload`. With ``complete`` false (``head`` is the start of a longer file), a
+    header cut short by ``head``'s end passes: only the whole file could tell."""
     try:
-        return _to_model_input(img, fmt, width, height, max_dimension)
+        _open_checked(head, max_pixels).close()
+    except (UnsupportedType, ImageTooLarge):
+        raise
+    except NotAnImage:
+        if complete or not _could_be_allowed(head):
+            raise
+
+
+def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
+    """Decode image bytes into an RGB image fit for the model.
+
+    The format is sniffed from the bytes, never from a file name. Raises
+    UnsupportedType (a known format that is not allowed), NotAnImage (no image,
+    truncated or corrupt), ImageTooLarge (declared width × height over ``max_pixels``).
+    Animated images give their first frame. Pillow raises many exception types
+    for damaged data (a fuzz test finds them), so every step that reads the
+    upload maps any exception to NotAnImage: bad bytes are the client's error.
+    """
+    img = _open_checked(data, max_pixels)
+    try:
+        return _to_model_input(img, img.format or "", *img.size, max_dimension)
     except Exception as exc:
         raise NotAnImage(f"the image data is truncated or corrupt ({exc.__class__.__name__})") from None
 

@@ -174,6 +174,14 @@ def openapi_document(settings: Settings) -> dict:
                                           "device": {"type": "string"},
                                           "engine": {"enum": ["onnxruntime", "openvino"]},
                                           "precision": {"enum": ["float32", "bfloat16", "int8"]}}},
+                "Ready": {"type": "object", "required": ["status", "queue"],
+                          "properties": {"status": {"enum": ["ready", "busy", "draining"]},
+                                         "reason": {"type": "string"},
+                                         "queue": {"type": "object", "required": ["admitted", "waiting_mb",
+                                                                                  "expected_wait_s"],
+                                                   "properties": {"admitted": {"type": "integer"},
+                                                                  "waiting_mb": number,
+                                                                  "expected_wait_s": number}}}},
                 "Status": {"type": "object",
                            "required": ["status", "model", "memory", "max_file_size_mb", "max_dimension",
                                         "allowed_extensions"],
@@ -260,6 +268,21 @@ def openapi_document(settings: Settings) -> dict:
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",
                 "responses": {"200": _json("healthy", "Health")},
+            }},
+            "/api/bg/ready": {"get": {
+                "summary": "Readiness: 503 while the queue turns new images away or the server drains after SIGTERM",
+                "responses": {"200": _json("ready", "Ready"),
+                              "503": {**_json("busy (a full queue, a wait past the time limit) or draining", "Ready"),
+                                      "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                                  "description": "seconds, when busy"}}}},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics: requests, model run and queue times, the queue, memory, the model",
+                "description": "Prometheus' text format. With METRICS_REQUIRE_KEY=true it needs the API key, "
+                               "in X-API-Key or as a bearer token.",
+                "security": [{}, {"ApiKey": []}],
+                "responses": {"200": {"description": "the metrics", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}, **_errors("401")},
             }},
             "/api/bg/status": {"get": {
                 "summary": "Model, memory (RSS and peak) and limits",

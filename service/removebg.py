@@ -197,7 +197,7 @@ def removebg():
     if not key_accepted():
         raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
     started, deadline = time.perf_counter(), request_deadline()
-    with admit_request(deadline) as turn:
+    with admit_request(deadline, "image_file") as turn:
         params = _params()
         data = _image(params, settings.max_file_size)
         size, fmt, channels, soft = _check(params)

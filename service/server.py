@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import sys
+import threading
 
 from gunicorn import util
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
 from . import check_memory, ensure_model
@@ -65,17 +67,66 @@ def _write_json_error(sock, status: int, reason: str, message: str) -> None:
 
 
 class JsonErrorWorker(ThreadWorker):
-    """gunicorn's gthread worker, answering what never reaches Flask in JSON too.
+    """gunicorn's gthread worker, answering what never reaches Flask in JSON too, failing to boot
+    in one line, and draining on SIGTERM.
 
     gunicorn itself answers a request it can't parse (a bad request line, a
     header over its limits, a bad chunk) with a small HTML page; this worker
     swaps the one function that writes it. Run plain gunicorn with
     ``-k service.server.JsonErrorWorker`` to get the same.
+
+    An app that can't be built (a missing device, a model that can't be loaded) ends the worker
+    with gunicorn's boot-error status after one log line saying why (the traceback too at
+    LOG_LEVEL=debug); the master repeats that line as its last (:func:`_repeat_start_error`).
+    At SIGTERM the app's readiness turns to 503 at once (``bg_draining``); the worker keeps
+    accepting for SHUTDOWN_DELAY_S, then stops accepting and finishes what it admitted
+    within gunicorn's graceful timeout.
     """
 
     def init_process(self):
         util.write_error = _write_json_error
         super().init_process()
+
+    def load_wsgi(self):
+        try:
+            super().load_wsgi()
+        except Exception as exc:
+            reason = " ".join(str(exc).split()) or exc.__class__.__name__
+            log.error("the server cannot start: %s", reason, exc_info=log.isEnabledFor(logging.DEBUG))
+            if _start_errors:
+                os.write(_start_errors[1], (reason + "\n").encode()[:4000])
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)  # the master halts on it
+
+    def handle_exit(self, sig, frame):
+        extensions = getattr(self.wsgi, "extensions", {})
+        if "bg_draining" not in extensions or extensions["bg_draining"].is_set():
+            return super().handle_exit(sig, frame)
+        extensions["bg_draining"].set()
+        delay = extensions["bg_settings"].shutdown_delay
+        if not delay:
+            return super().handle_exit(sig, frame)
+        log.info("SIGTERM: readiness is 503; serving %.0f s more, then draining", delay)
+        timer = threading.Timer(delay, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
+
+
+# A pipe from the worker to the master, for the one line that says why the worker could not boot.
+_start_errors: tuple[int, int] | None = None
+
+
+def _repeat_start_error(_arbiter) -> None:
+    """gunicorn's on_exit hook: the worker's boot error as the master's last line on stderr."""
+    if not _start_errors:
+        return
+    os.set_blocking(_start_errors[0], False)
+    try:
+        lines = os.read(_start_errors[0], 65536).decode(errors="replace").split("\n")
+    except BlockingIOError:
+        return
+    reason = next((line for line in reversed(lines) if line.strip()), None)
+    if reason:
+        log.error("the server cannot start: %s", reason)
 
 
 def gunicorn_options(settings: Settings) -> dict:
@@ -87,34 +138,49 @@ def gunicorn_options(settings: Settings) -> dict:
         # A 1024² IS-Net run takes seconds on one slow core; gthread workers
         # heartbeat from their main loop, so this bounds a stuck worker, not a request.
         "timeout": 120,
-        "graceful_timeout": 30,
+        # After SIGTERM: the pause, then every admitted request may still take its whole time limit.
+        "graceful_timeout": int(settings.shutdown_delay + settings.request_timeout) + 5,
         "keepalive": 5,
         "accesslog": None,  # the app writes one JSON line per request (service/requestlog.py)
         "errorlog": "-",
-        "loglevel": "info",
+        "loglevel": settings.log_level,
+        "on_exit": _repeat_start_error,
         # gunicorn ≥ 25 opens a control socket under $HOME: not wanted in a
         # read-only container, and two servers on one machine would share it.
         "control_socket_disable": True,
     }
 
 
+def _fail(exc: BaseException, debug: bool) -> None:
+    """Stop a start that can't go on: details first, the one line that says why last, exit 1."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [exc.__class__.__name__]
+    if debug:
+        log.debug("the start failed", exc_info=exc)
+    for line in lines[1:]:
+        log.info("  %s", line.strip())
+    log.error("the server cannot start: %s", lines[0].rstrip(":"))
+    sys.exit(1)
+
+
 def serve(app_uri: str) -> None:
     """Fetch the model if needed, then run gunicorn on ``app_uri`` ("module:variable")."""
+    global _start_errors
     apply_malloc_defaults()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("LOG_LEVEL", "info").upper()  # checked with the other settings below
+    logging.basicConfig(level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        log.error("%s", exc)
-        sys.exit(1)
+        _fail(exc, False)
+    debug = settings.log_level == "debug"
     try:
         build = settings_choice(CATALOG[settings.model], settings).build  # EngineUnavailable: one line
         check_memory(settings.model, build)  # before a download it could never use
         ensure_model(settings, build)
     except (MemoryError, RuntimeError) as exc:
         if not settings.fallback:
-            log.error("%s", exc)
-            sys.exit(1)
+            _fail(exc, debug)
         # the worker gives way to the fallback model when it loads (service._load_engine)
         log.warning("%s", str(exc).splitlines()[0])
 
@@ -129,4 +195,5 @@ def serve(app_uri: str) -> None:
         def load(self):
             return import_app(app_uri)
 
+    _start_errors = os.pipe()
     Server().run()

@@ -77,8 +77,9 @@ def u2netp_server(base_env, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def keyed_server(base_env, tmp_path_factory):
-    """u2netp with API_KEY (support.API_KEY) and one CORS origin (support.CORS_ORIGIN)."""
-    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": API_KEY, "CORS_ORIGINS": CORS_ORIGIN}
+    """u2netp with API_KEY (support.API_KEY), also on /metrics, and one CORS origin (support.CORS_ORIGIN)."""
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "API_KEY": API_KEY, "CORS_ORIGINS": CORS_ORIGIN,
+           "METRICS_REQUIRE_KEY": "true"}
     server = start_server(env, tmp_path_factory.mktemp("keyed-server") / "server.log")
     yield server
     server.stop()

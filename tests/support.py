@@ -60,13 +60,16 @@ class LiveServer:
         return self.process.returncode
 
 
-def start_server(env: dict[str, str], log: Path, timeout: float = 90, preexec_fn=None) -> LiveServer:
+def start_server(env: dict[str, str], log: Path, timeout: float = 90, preexec_fn=None,
+                 command: list[str] | None = None, port: int | None = None) -> LiveServer:
     """Start ``python app_isnet_tiny.py`` on a free loopback port and wait until it is healthy;
-    ``preexec_fn`` runs in the child before the server starts (joining a cgroup, dropping root)."""
-    port = free_port()
-    env = {**env, "PORT": str(port), "HOST": "127.0.0.1"}
+    ``preexec_fn`` runs in the child before the server starts (joining a cgroup, dropping root).
+    Another ``command`` (the image's) gets ``env`` as it is and must listen on ``port``."""
+    if command is None:
+        port = free_port()
+        env = {**env, "PORT": str(port), "HOST": "127.0.0.1"}
     out = open(log, "wb")
-    process = subprocess.Popen([sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env,
+    process = subprocess.Popen(command or [sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env,
                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     out.close()
     server = LiveServer(f"http://127.0.0.1:{port}", process, log)

@@ -76,7 +76,10 @@ def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, mod
         statuses = [r.status_code for r in responses]
         assert all(s < 300 or 400 <= s < 500 or s == 503 for s in statuses), statuses
         assert statuses[:12].count(200) >= 1, statuses
-        assert all(400 <= s < 500 for s in statuses[12:]), statuses
+        # What the declared size, the sniffed type or the declared pixels settle gets its 4xx even
+        # when the queue is full; a file only decoding shows to be cut may get 503 then.
+        for (upload, _), status in zip(uploads[12:], statuses[12:]):
+            assert 400 <= status < 500 or (upload == "cut.jpg" and status == 503), (upload, statuses)
         assert cgroup.oom_kills() == 0
         assert server.process.poll() is None and server.get("/api/bg/health").status_code == 200
         print(f"\ncgroup peak {cgroup.peak_mb():.0f} MB of {LIMIT_MB}, {'as nobody' if unprivileged else 'as root'}; "

@@ -34,11 +34,18 @@ def test_a_missing_device_is_refused_or_falls_back_to_the_cpu_with_its_reason(tm
     assert "TensorrtExecutionProvider is not in this onnxruntime" in placement.fallback_reason
 
 
-def test_the_server_refuses_to_start_on_a_missing_device(base_env, tmp_path):
-    with pytest.raises(RuntimeError, match="exited") as info:
-        start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_DEVICE": "cuda"},
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_the_server_refuses_to_start_on_a_missing_device_in_one_last_line(base_env, tmp_path, level):
+    with pytest.raises(RuntimeError, match="exited with [1-9]"):
+        start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_DEVICE": "cuda", "LOG_LEVEL": level},
                      tmp_path / "server.log", timeout=120)
-    assert "BG_REMOVAL_DEVICE=cuda: CUDAExecutionProvider is not in this onnxruntime" in str(info.value)
+    log = (tmp_path / "server.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert last.endswith("ERROR service: the server cannot start: BG_REMOVAL_DEVICE=cuda: CUDAExecutionProvider is "
+                         "not in this onnxruntime (it has AzureExecutionProvider, CPUExecutionProvider); install "
+                         "requirements-gpu.txt on a machine with a GPU, or set BG_REMOVAL_FALLBACK=true to serve on "
+                         "the CPU"), last
+    assert ("Traceback" in log) == (level == "debug")  # a traceback only when asked for
 
 
 def test_with_fallback_the_server_says_where_it_runs_and_why(base_env, tmp_path):

@@ -298,7 +298,10 @@ def test_server_without_its_model_exits_with_a_clear_message(base_env, tmp_path)
     env = {**base_env, "BG_REMOVAL_MODEL": "silueta", "MODEL_DIR": str(empty), "BG_MODEL_MIRROR": str(empty)}
     with pytest.raises(RuntimeError, match="could not fetch silueta") as info:
         start_server(env, tmp_path / "server.log", timeout=120)
-    assert "exited with 1" in str(info.value)
+    assert "exited with 1" in str(info.value) and "Traceback" not in str(info.value)
+    last = (tmp_path / "server.log").read_text().strip().splitlines()[-1]
+    assert f"the server cannot start: model silueta is not in {empty} and could not be fetched: set BG_MODEL_MIRROR" \
+        in last
 
 
 def test_worker_runs_with_the_malloc_settings(u2netp_server):

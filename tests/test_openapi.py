@@ -34,7 +34,7 @@ def fits(spec: dict, path: str, method: str, status: str, body) -> None:
 
 
 @pytest.mark.parametrize("method, path", [("get", "/api/bg/health"), ("get", "/api/bg/status"),
-                                          ("post", "/api/bg/clear_cache")])
+                                          ("get", "/api/bg/ready"), ("post", "/api/bg/clear_cache")])
 def test_json_answers_fit_their_schemas(u2netp_server, spec, method, path):
     response = getattr(u2netp_server, method)(path)
     assert response.status_code == 200
