@@ -92,19 +92,87 @@ def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
     import kubernetes_validate
 
     documents = kubernetes_documents()
-    assert [d["kind"] for d in documents] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
-    for document in documents:
+    assert [d["kind"] for d in documents] == ["Deployment", "Service", "ScaledObject"]
+    for document in documents[:2]:
         kubernetes_validate.validate(document, "1.31.0", strict=True)  # raises on any unknown or wrong field
+
+
+# KEDA's CRD schemas, compiled to validators by npm's @kubernetes-models/keda (MIT). A CRD's schema
+# checks types, enums and required fields but lets unknown fields through (the API server prunes
+# them), so the test below also reads the fields the scaler depends on.
+KEDA_MODELS = "@kubernetes-models/keda@2.0.0"
+KEDA_VALIDATE = """
+import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+const document = JSON.parse(process.argv[2]);
+try { new ScaledObject(document).validate(); } catch (error) { console.error(error.message); process.exit(1); }
+"""
+
+
+@pytest.fixture(scope="module")
+def keda_validator(tmp_path_factory):
+    if not (shutil.which("node") and shutil.which("npm")):
+        if os.environ.get("REQUIRE_NODE"):
+            pytest.fail("no node and npm (apt-get install nodejs npm)")
+        pytest.skip("node and npm are not installed")
+    folder = tmp_path_factory.mktemp("keda-models")
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", KEDA_MODELS], cwd=folder, check=True,
+                   capture_output=True, timeout=300)
+    (folder / "validate.mjs").write_text(KEDA_VALIDATE)
+
+    def validate(document: dict) -> subprocess.CompletedProcess:
+        return subprocess.run(["node", "validate.mjs", json.dumps(document)], cwd=folder, capture_output=True,
+                              text=True, timeout=60)
+    return validate
+
+
+def test_the_scaled_object_validates_against_kedas_schema_and_scales_the_deployment_on_its_backlog(
+        keda_validator, u2netp_server):
+    deployment, _, scaled = kubernetes_documents()
+    checked = keda_validator(scaled)
+    assert checked.returncode == 0, checked.stderr
+    broken = {**scaled, "spec": {**scaled["spec"], "minReplicaCount": "one"}}
+    assert "minReplicaCount must be integer" in keda_validator(broken).stderr  # the validator can fail
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"name": deployment["metadata"]["name"]}
+    assert 1 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) >= 1
+    query = trigger["metadata"]["query"]
+    metric = re.search(r"\b(bg_\w+)\{app=\"bg-removal\"\}", query).group(1)
+    assert metric == "bg_queue_requests" and f"\n{metric} " in u2netp_server.get("/metrics").text
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["app"] == "bg-removal"  # the label the query selects on
+    annotations, (container,) = pod["metadata"]["annotations"], pod["spec"]["containers"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == container["ports"][0]["containerPort"]
 
 
 def test_kubernetes_deployment_runs_the_image_as_the_dockerfile_does_within_512_mi():
     deployment = kubernetes_documents()[0]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     assert container["resources"]["limits"]["memory"] == "512Mi" == container["resources"]["requests"]["memory"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/api/bg/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/bg/ready"
     env = {e["name"]: e["value"] for e in container["env"]}
     for name, value in MALLOC_DEFAULTS.items():
         assert env[name] == value
-    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001  # the image's user
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/models/openvino-cache"} <= mounts  # the only places the server writes
+    assert "mkdir /models/openvino-cache" in DOCKERFILE
     assert "useradd --create-home --uid 10001 app" in DOCKERFILE
+
+
+def test_kubernetes_gives_a_stopping_pod_time_to_finish_what_it_admitted():
+    from service.config import Settings
+    from service.server import gunicorn_options
+
+    pod = kubernetes_documents()[0]["spec"]["template"]["spec"]
+    pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    settings = Settings.from_env({k: e["value"] for e in pod["containers"][0]["env"] for k in [e["name"]]})
+    drain = gunicorn_options(settings)["graceful_timeout"]
+    assert drain >= settings.request_timeout  # a request admitted just before SIGTERM may take its whole limit
+    assert pod["terminationGracePeriodSeconds"] >= pause + drain
