@@ -55,6 +55,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from flask import Flask, Request
 
     from .api import bp, pages
+    from .batch import bp as batch_bp
     from .removebg import bp as removebg_bp
     from .config import Settings
     from .errors import register_error_handlers
@@ -87,6 +88,7 @@ def create_app(config: Mapping[str, str] | None = None):
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)
+    app.register_blueprint(batch_bp)
     app.register_blueprint(removebg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)

@@ -97,12 +97,15 @@ def _upload() -> tuple[bytes, str]:
     upload = request.files.get("file")
     if upload is None:
         raise MissingFile("no file: send the image as multipart form field 'file'")
-    data = read_file(upload, "file")
-    # The name is only echoed back in Content-Disposition, never used as a path. HTTP
-    # headers are Latin-1: anything but ASCII letters, digits and -_. is dropped.
-    stem = PurePosixPath((upload.filename or "image").replace("\\", "/")).stem
-    stem = "".join(c for c in stem if c.isascii() and (c.isalnum() or c in "-_."))[:100] or "image"
-    return data, stem
+    return read_file(upload, "file"), safe_stem(upload.filename)
+
+
+def safe_stem(filename: str | None) -> str:
+    """A file name's stem fit for a download name. The name is only echoed back (in
+    Content-Disposition, or as a batch's entry name), never used as a path; HTTP headers are
+    Latin-1: anything but ASCII letters, digits and -_. is dropped."""
+    stem = PurePosixPath((filename or "image").replace("\\", "/")).stem
+    return "".join(c for c in stem if c.isascii() and (c.isalnum() or c in "-_."))[:100] or "image"
 
 
 def _field(name: str) -> str | None:

@@ -74,6 +74,8 @@ class Settings:
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
     max_output_pixels: int = 12_000_000         # largest answer at a photo's own size (size=full)
     max_waiting: int = 64 * 1024 * 1024         # bytes of uploads waiting behind the running one
+    max_batch: int = 64 * 1024 * 1024           # bytes of one batch request (/api/bg/batch)
+    max_batch_files: int = 200                  # images in one batch request
     request_timeout: float = 60.0               # seconds from arrival to the end of the model run
     host: str = "0.0.0.0"
     port: int = 5000
@@ -116,6 +118,8 @@ class Settings:
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
             max_output_pixels=_int(env, "MAX_OUTPUT_PIXELS", 12_000_000, 1, 100_000_000),
             max_waiting=_int(env, "MAX_WAITING_MB", 64, 0, 4096) * 1024 * 1024,
+            max_batch=_int(env, "MAX_BATCH_MB", 64, 1, 4096) * 1024 * 1024,
+            max_batch_files=_int(env, "MAX_BATCH_FILES", 200, 1, 1000),
             request_timeout=float(_int(env, "REQUEST_TIMEOUT_S", 60, 1, 3600)),
             host=env.get("HOST") or "0.0.0.0",
             port=_int(env, "PORT", 5000, 1, 65535),

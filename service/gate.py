@@ -73,11 +73,14 @@ class AdmissionGate:
                     retry_after=max(1, math.ceil(self.expected_wait())))
 
     @contextmanager
-    def admit(self, size: int, deadline: float) -> Iterator[Callable[[], ContextManager[None]]]:
+    def admit(self, size: int, deadline: float) -> Iterator[Callable[..., ContextManager[None]]]:
         """Count a request whose upload is ``size`` bytes as waiting, or raise Busy at once.
 
-        Yields ``turn``: ``with turn():`` waits for the running slot (TimedOut at the deadline)
+        Yields ``turn``: ``with turn():`` waits for the running slot (TimedOut at ``deadline``)
         and holds it. The upload is read and checked between the two, while its bytes count.
+        A batch takes one turn per image: ``turn(done=n, until=d)`` stops counting ``n`` of
+        its bytes as waiting when the turn comes (default: all that are left) and waits until
+        ``d`` (default: the admission's deadline).
         """
         with self._lock:
             reason = self.refusal(size, deadline)
@@ -86,20 +89,20 @@ class AdmissionGate:
             self.admitted += 1
             self.admitted_total += 1
             self.waiting_bytes += size
-        waiting = [size]
-
-        arrived = time.monotonic()
+        left = [size]  # of this request's bytes, those still counted as waiting
+        queued = [time.monotonic()]  # since when it waits for its next turn
 
         @contextmanager
-        def turn() -> Iterator[None]:
-            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        def turn(done: int | None = None, until: float | None = None) -> Iterator[None]:
+            if not self._slots.acquire(timeout=max(0.0, (until or deadline) - time.monotonic())):
                 with self._lock:
                     self.refused["timed_out"] += 1
                 raise TimedOut("the time limit passed while waiting for a turn; retry shortly",
                                retry_after=max(1, math.ceil(self.expected_wait())))
+            released = left[0] if done is None else min(done, left[0])
             with self._lock:
-                self.waiting_bytes -= waiting.pop()
-                waiting.append(0)
+                self.waiting_bytes -= released
+                left[0] -= released
             started = time.monotonic()
             try:
                 yield
@@ -110,11 +113,12 @@ class AdmissionGate:
                     self.run_seconds = took if self.run_seconds is None else (
                         _SMOOTHING * took + (1 - _SMOOTHING) * self.run_seconds)
                 if self.observer:
-                    self.observer(started - arrived, took)
+                    self.observer(started - queued[0], took)
+                queued[0] = time.monotonic()
 
         try:
             yield turn
         finally:
             with self._lock:
                 self.admitted -= 1
-                self.waiting_bytes -= waiting[0]
+                self.waiting_bytes -= left[0]

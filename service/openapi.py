@@ -264,6 +264,27 @@ def openapi_document(settings: Settings) -> dict:
                 "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},
             }},
+            "/api/bg/batch": {"post": {
+                "summary": "Cut out several images: one zip answered, streamed in input order, manifest.json last",
+                "description": "Each image goes through the pipeline on its own turn in the queue; one that "
+                               "fails is reported in manifest.json (status, code, error) and the rest go on. "
+                               f"At most {settings.max_batch_files} images and {settings.max_batch // 2**20} MB "
+                               "a request.",
+                "security": [{}, {"ApiKey": []}],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                 "description": "the images (the field repeated); a zip is expanded in place"},
+                        "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
+                        "only_mask": {"type": "boolean", "default": False},
+                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE}}}}},
+                "responses": {"200": {"description": "a zip: one entry per image that succeeded (nobg_<stem>.png), "
+                                                     "then manifest.json",
+                                      "content": {"application/zip": {"schema": {"type": "string",
+                                                                                 "format": "binary"}}}},
+                              **_errors("400", "401", "413", "503")},
+            }},
             "/v1.0/removebg": _removebg_operation(),
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",

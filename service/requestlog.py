@@ -60,7 +60,9 @@ def init_app(app: Flask, cors_origins: tuple[str, ...]) -> None:
             "route": request.url_rule.rule if request.url_rule else request.path,
             "status": response.status_code,
             "bytes_in": request.content_length or 0,
-            "bytes_out": response.calculate_content_length() or 0,
+            # a streamed answer (a batch's zip) is not counted: counting would gather it in memory
+            "bytes_out": (response.content_length if response.is_streamed
+                          else response.calculate_content_length()) or 0,
             **g.get("log_fields", {}),
             "total_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
             "rss_mb": round(rss_mb(), 1),

@@ -2,18 +2,24 @@
 a 512 MB memory cgroup, under a burst of large photos mixed with hostile inputs."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import subprocess
 import sys
+import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from service.tools.bench import synthetic_payloads
 from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
 
-from .support import ROOT, png_header_only, start_server
+from .support import ROOT, png_header_only, save, start_server
 
 LIMIT_MB = 512
 NOBODY = 65534
@@ -54,7 +60,8 @@ def nobody_can_run_python(env: dict[str, str]) -> bool:
         return False
 
 
-def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, model_dir, cgroup, tmp_path):
+def contained_server(base_env, model_dir, cgroup, log):
+    """The default server as the Dockerfile starts it, in ``cgroup``, as nobody where it can be."""
     env = {**{k: v for k, v in base_env.items() if not k.startswith(("MALLOC_", "GLIBC_"))},
            **dockerfile_environment(), "MODEL_DIR": str(model_dir)}
     assert env["BG_REMOVAL_MODEL"] == "isnet-general-tiny"
@@ -65,7 +72,11 @@ def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, mod
         if unprivileged:
             drop_root()
 
-    server = start_server(env, tmp_path / "server.log", preexec_fn=contain)
+    return start_server(env, log, preexec_fn=contain), unprivileged
+
+
+def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, model_dir, cgroup, tmp_path):
+    server, unprivileged = contained_server(base_env, model_dir, cgroup, tmp_path / "server.log")
     try:
         name, photo = synthetic_payloads()[0]  # 4000×3000
         hostile = [("bomb.png", png_header_only(65000, 65000)), ("junk.jpg", os.urandom(200_000)),
@@ -84,5 +95,41 @@ def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, mod
         assert server.process.poll() is None and server.get("/api/bg/health").status_code == 200
         print(f"\ncgroup peak {cgroup.peak_mb():.0f} MB of {LIMIT_MB}, {'as nobody' if unprivileged else 'as root'}; "
               f"statuses {statuses}")
+    finally:
+        server.stop()
+
+
+def test_a_batch_of_100_photos_with_some_of_12_mp_is_answered_inside_512_mb(base_env, model_dir, cgroup, tmp_path,
+                                                                           photos):
+    rng = np.random.default_rng(7)
+    sources = []
+    for path in photos.values():
+        with Image.open(path) as photo:
+            sources.append(photo.convert("RGB"))
+    uploads = []
+    for i in range(96):  # phone and shop sizes, 256 to 2048 px on the long side
+        long_side = int(rng.integers(256, 2049))
+        image = sources[i % len(sources)]
+        scale = long_side / max(image.size)
+        resized = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        uploads.append(("file", (f"photo-{i}.jpg", save(resized, "JPEG", quality=85))))
+    big = synthetic_payloads()[0][1]  # 4000×3000
+    for position in (10, 40, 70, 95):
+        uploads.insert(position, ("file", (f"large-{position}.jpg", big)))
+    total_mb = sum(len(data) for _, (_, data) in uploads) / 2**20
+    server, unprivileged = contained_server(base_env, model_dir, cgroup, tmp_path / "server.log")
+    try:
+        started = time.monotonic()
+        response = server.post("/api/bg/batch", files=uploads)
+        seconds = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            assert len(archive.namelist()) == 101
+        assert manifest["images"] == manifest["succeeded"] == 100, manifest
+        assert cgroup.oom_kills() == 0
+        assert server.process.poll() is None and server.get("/api/bg/health").status_code == 200
+        print(f"\nbatch of 100 ({total_mb:.0f} MB, 4 of 12 MP) in {seconds:.0f} s; cgroup peak "
+              f"{cgroup.peak_mb():.0f} MB of {LIMIT_MB}, {'as nobody' if unprivileged else 'as root'}")
     finally:
         server.stop()
