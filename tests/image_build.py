@@ -81,9 +81,8 @@ def ensure_base_image() -> None:
         if done.returncode:
             raise ImageUnavailable(f"debootstrap failed: {done.stdout.strip()[-1000:]}")
         (rootfs / "usr/local/bin/python").symlink_to("/usr/bin/python3")  # as the official image has it
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        podman("import", "-", BASE, stdin=tar.stdout)
-        tar.wait()
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            podman("import", "-", BASE, stdin=tar.stdout)
 
 
 def base_size() -> int:

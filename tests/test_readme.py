@@ -5,10 +5,12 @@ import json
 import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from .support import ROOT
 
@@ -22,13 +24,16 @@ PYTHON_CLIENT = re.search(r"### Python client\n+```python\n(.*?)```", README, re
 @pytest.fixture
 def workdir(tmp_path, sample_photo, monkeypatch):
     shutil.copy(sample_photo, tmp_path / "photo.jpg")
+    shutil.copy(sample_photo, tmp_path / "another.jpg")
+    with zipfile.ZipFile(tmp_path / "more-photos.zip", "w") as archive:
+        archive.write(sample_photo, "shop/astronaut.jpg")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_readme_has_a_curl_example_for_every_endpoint():
-    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/health", "/api/bg/status",
-                 "/api/bg/clear_cache", "/api/bg/openapi.json"):
+    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/batch", "/api/bg/health", "/api/bg/ready",
+                 "/api/bg/status", "/metrics", "/api/bg/clear_cache", "/api/bg/openapi.json"):
         assert any(path in line for line in CURL_LINES), path
 
 
@@ -38,10 +43,15 @@ def test_curl_example_works(u2netp_server, workdir, line):
     result = subprocess.run(["bash", "-c", command], cwd=workdir, capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     output = re.search(r"-o (\S+)", line)
-    if output is None:
+    if line.endswith("/metrics"):
+        assert any(f.name == "bg_model_info" for f in text_string_to_metric_families(result.stdout.decode()))
+    elif output is None:
         json.loads(result.stdout)
     elif output.group(1).endswith(".json"):
         json.loads((workdir / output.group(1)).read_text())
+    elif output.group(1).endswith(".zip"):
+        with zipfile.ZipFile(workdir / output.group(1)) as archive:
+            assert json.loads(archive.read("manifest.json"))["succeeded"] == 3
     else:
         with Image.open(workdir / output.group(1)) as image:
             expected = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP"}[Path(output.group(1)).suffix]
