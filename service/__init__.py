@@ -56,6 +56,7 @@ def create_app(config: Mapping[str, str] | None = None):
 
     from .api import bp, pages
     from .batch import bp as batch_bp
+    from .jobs.api import bp as jobs_bp
     from .removebg import bp as removebg_bp
     from .config import Settings
     from .errors import register_error_handlers
@@ -89,6 +90,7 @@ def create_app(config: Mapping[str, str] | None = None):
     app.register_blueprint(bp)
     app.register_blueprint(pages)
     app.register_blueprint(batch_bp)
+    app.register_blueprint(jobs_bp)
     app.register_blueprint(removebg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)

@@ -85,7 +85,7 @@ def _zip_items(data: bytes, archive: str, max_file_size: int) -> list[Item]:
     return items
 
 
-def _items(max_files: int) -> list[Item]:
+def request_items(max_files: int) -> list[Item]:
     """Every image of the request, in order: each ``file`` field, a zip expanded in place."""
     settings = current_settings()
     uploads = request.files.getlist("file")
@@ -138,7 +138,7 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _answers(items: list[Item], options: Options, prefix: str, extension: str, turn) -> Iterator[bytes]:
+def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
     """The zip, entry by entry: each image run on its own turn, then the manifest."""
     sink, taken, manifest = _Sink(), set(), []
     stamp = time.localtime()[:6]
@@ -157,7 +157,7 @@ def _answers(items: list[Item], options: Options, prefix: str, extension: str, t
                     except MemoryError as exc:
                         raise memory_exhausted(exc) from None
                     del data
-                output = _unique(f"{prefix}_{safe_stem(item.name)}.{extension}", taken)
+                output = output_name(item.name, options, taken)
                 archive.writestr(zipfile.ZipInfo(output, stamp), result.body)
                 entry.update(status=200, output=output, bytes=len(result.body), width=result.image.width,
                              height=result.image.height, confidence=round(result.confidence, 3),
@@ -177,6 +177,23 @@ def _answers(items: list[Item], options: Options, prefix: str, extension: str, t
     yield sink.take()
 
 
+def request_options() -> Options:
+    """The options of a batch or a job: those of /api/bg/remove, for every image."""
+    fmt = _choice("format", ("png", "webp"), "png")
+    return Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
+                   crop_margin=parse_margin(_field("crop_margin")),
+                   background=background("bg_image_file", _field("color"), fmt), **_size())
+
+
+def output_prefix(options: Options) -> str:
+    return "mask" if options.only_mask else "nobg"
+
+
+def output_name(item_name: str, options: Options, taken: set[str]) -> str:
+    """The answer's name for an image: ``nobg_<stem>.png`` (``-2``, ``-3`` … where taken)."""
+    return _unique(f"{output_prefix(options)}_{safe_stem(item_name)}.{options.fmt}", taken)
+
+
 @bp.post("/batch")
 def batch():
     settings = current_settings()
@@ -190,19 +207,15 @@ def batch():
     stack = ExitStack()
     turn = stack.enter_context(_gate().admit(size, request_deadline()))  # 503 before any byte of the answer
     try:
-        items = _items(settings.max_batch_files)
-        fmt = _choice("format", ("png", "webp"), "png")
-        options = Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
-                          crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt), **_size())
+        items = request_items(settings.max_batch_files)
+        options = request_options()
     except BaseException:
         stack.close()
         raise
-    prefix = "mask" if options.only_mask else "nobg"
 
     def generate() -> Iterator[bytes]:
         with stack:
-            yield from _answers(items, options, prefix, fmt, turn)
+            yield from _answers(items, options, turn)
 
     response = Response(stream_with_context(generate()), mimetype="application/zip")
     response.headers["Content-Disposition"] = 'attachment; filename="batch.zip"'

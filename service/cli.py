@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                         description="The same as python app_isnet_tiny.py: makes the configured model ready, "
                                     "then serves it with gunicorn; settings come from the environment.")
 
+    commands.add_parser("worker", help="work on the job queue at $REDIS_URL with the configured model",
+                        description="An RQ worker: loads the model as the server does and runs the jobs "
+                                    "submitted to /api/bg/jobs, one image at a time, until SIGTERM.")
+
     commands.add_parser("models", help="list the catalog: input, file size, memory at work, licence, sources")
 
     fetch = commands.add_parser("fetch", help="download or build model files, verified by checksum",
@@ -348,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serve("service.wsgi:app")
         return 0
+    if args.command == "worker":
+        from .jobs.worker import main as worker
+
+        return worker()
     if args.command == "calibrate":
         return _calibrate(args, settings)
     if args.command == "bench":

@@ -88,6 +88,12 @@ class Settings:
     metrics_require_key: bool = False           # /metrics behind API_KEY too
     shutdown_delay: float = 0.0                 # seconds served after SIGTERM with /api/bg/ready at 503
     log_level: str = "info"                     # debug adds tracebacks to a failed start
+    redis_url: str | None = field(default=None, repr=False)  # jobs on (service/jobs) when set; may hold a password
+    job_ttl: int = 3600                         # seconds a job's images and results are kept (from its end)
+    max_queued_jobs: int = 100                  # jobs waiting for a worker; beyond, 503
+    max_job_store: int = 512 * 1024 * 1024      # bytes of uploads and results all jobs may hold in Redis
+    webhook_secret: str | None = field(default=None, repr=False)  # signs webhooks (HMAC-SHA256)
+    webhook_networks: tuple = ()                # networks webhooks may call besides public addresses
 
     @property
     def max_file_size_mb(self) -> int:
@@ -132,4 +138,10 @@ class Settings:
             metrics_require_key=_choice(env, "METRICS_REQUIRE_KEY", ("true", "false"), "false") == "true",
             shutdown_delay=float(_int(env, "SHUTDOWN_DELAY_S", 0, 0, 25)),
             log_level=_choice(env, "LOG_LEVEL", ("debug", "info", "warning", "error"), "info"),
+            redis_url=env.get("REDIS_URL") or None,
+            job_ttl=_int(env, "JOB_TTL_S", 3600, 60, 30 * 86400),
+            max_queued_jobs=_int(env, "MAX_QUEUED_JOBS", 100, 1, 100_000),
+            max_job_store=_int(env, "MAX_JOB_STORE_MB", 512, 1, 1_000_000) * 1024 * 1024,
+            webhook_secret=env.get("WEBHOOK_SECRET") or None,
+            webhook_networks=_networks(env, "WEBHOOK_ALLOW_NETWORKS"),
         )

@@ -81,6 +81,43 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
+def _target(url: str, trusted: tuple[Network, ...], field: str) -> tuple[str, int, str, object]:
+    """(host, port, checked address, connection class) for ``url``; UrlRefused or DownloadFailed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlRefused(f"{field} must be an http or https URL with a host, got {url[:200]!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UrlRefused(f"{field} has a bad port: {url[:200]!r}") from None
+    address = _checked_address(parts.hostname, port, trusted)
+    return parts.hostname, port, address, _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+
+
+def check_url(url: str, trusted: tuple[Network, ...] = (), field: str = "webhook_url") -> None:
+    """Raise UrlRefused (or DownloadFailed: no address) unless ``url`` is one this server may call."""
+    _target(url, trusted, field)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float, trusted: tuple[Network, ...] = (),
+         field: str = "webhook_url") -> int:
+    """POST ``body`` to ``url``, checked as :func:`download` checks a hop (no redirect is followed);
+    the answer's status. Raises UrlRefused, or DownloadFailed when there is no answer."""
+    host, port, address, kind = _target(url, trusted, field)
+    parts = urlsplit(url)
+    connection = kind(host, port, address, timeout=timeout)
+    try:
+        connection.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
+                           headers={"User-Agent": f"bg-removal/{__version__}", **headers})
+        response = connection.getresponse()
+        response.read(1 << 16)
+        return response.status
+    except (OSError, http.client.HTTPException) as exc:
+        raise DownloadFailed(f"{field}: no answer ({exc.__class__.__name__}: {exc})"[:300]) from None
+    finally:
+        connection.close()
+
+
 def download(url: str, limit: int, timeout: float, trusted: tuple[Network, ...] = (), field: str = "image_url"
              ) -> bytes:
     """The body of a GET of ``url``: at most ``limit`` bytes (FileTooLarge beyond), within
@@ -91,15 +128,8 @@ def download(url: str, limit: int, timeout: float, trusted: tuple[Network, ...] 
         if time.monotonic() > deadline:
             raise DownloadFailed(f"{field}: the download took longer than {timeout:.0f} s")
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UrlRefused(f"{field} must be an http or https URL with a host, got {url[:200]!r}")
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise UrlRefused(f"{field} has a bad port: {url[:200]!r}") from None
-        address = _checked_address(parts.hostname, port, trusted)
-        kind = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-        connection = kind(parts.hostname, port, address, timeout=max(0.1, deadline - time.monotonic()))
+        host, port, address, kind = _target(url, trusted, field)
+        connection = kind(host, port, address, timeout=max(0.1, deadline - time.monotonic()))
         try:
             connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                                headers={"User-Agent": f"bg-removal/{__version__}", "Accept": "image/*"})

@@ -19,6 +19,8 @@ _ERROR_CODES = {
     "401": "`API_KEY` is set and `X-API-Key` is missing or wrong (`unauthorized`)",
     "413": "Upload over the size limit (`file_too_large`) or declared pixels over the budget (`image_too_large`)",
     "415": "A recognised image format that is not accepted (`unsupported_type`)",
+    "404": "No such job (`job_not_found`: never made, or its results expired), or jobs are off on this server "
+           "(`jobs_disabled`: REDIS_URL is unset)",
     "500": "The model run failed (`inference_failed`); the next request is served normally",
     "503": "The queue is full (`busy`), or the time limit passed while waiting or running (`timeout`); "
            "retry after `Retry-After` seconds",
@@ -85,6 +87,10 @@ def _upload_body(extra: dict, required: list[str]) -> dict:
         "properties": {"file": {"type": "string", "format": "binary",
                                 "description": "the image; its format is sniffed from the bytes"}, **extra},
     }}}}
+
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
+           "description": "the id the submit answered (32 hex digits)"}
 
 
 def _removebg_operation() -> dict:
@@ -174,6 +180,20 @@ def openapi_document(settings: Settings) -> dict:
                                           "device": {"type": "string"},
                                           "engine": {"enum": ["onnxruntime", "openvino"]},
                                           "precision": {"enum": ["float32", "bfloat16", "int8"]}}},
+                "JobAccepted": {"type": "object", "required": ["id", "state", "images", "status_url"],
+                                "properties": {"id": {"type": "string"}, "state": {"const": "queued"},
+                                               "images": {"type": "integer"}, "status_url": {"type": "string"},
+                                               "expires_in_s": {"type": "integer"}}},
+                "Job": {"type": "object", "required": ["id", "state", "images", "done", "progress", "files"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "state": {"enum": ["queued", "started", "finished", "failed"]},
+                            "images": {"type": "integer"}, "done": {"type": "integer"}, "progress": number,
+                            "succeeded": {"type": "integer"}, "attempts": {"type": "integer"},
+                            "created": number, "finished": {"type": ["number", "null"]}, "expires_at": number,
+                            "error": {"type": "string"}, "webhook_status": {"type": "string"},
+                            "files": {"type": "array", "items": {"type": "object", "required": ["index", "input",
+                                                                                                "status"]}}}},
                 "Ready": {"type": "object", "required": ["status", "queue"],
                           "properties": {"status": {"enum": ["ready", "busy", "draining"]},
                                          "reason": {"type": "string"},
@@ -284,6 +304,40 @@ def openapi_document(settings: Settings) -> dict:
                                       "content": {"application/zip": {"schema": {"type": "string",
                                                                                  "format": "binary"}}}},
                               **_errors("400", "401", "413", "503")},
+            }},
+            "/api/bg/jobs": {"post": {
+                "summary": "Submit a job: the images and options of /api/bg/batch, answered 202 at once",
+                "description": "Workers (python -m service worker) run it; poll the status URL, or name a "
+                               "webhook_url to be called (signed with HMAC-SHA256) when it ends. Needs REDIS_URL.",
+                "security": [{}, {"ApiKey": []}],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file"],
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "webhook_url": {"type": "string", "format": "uri",
+                                        "description": "called with the job's summary when it ends"},
+                        "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
+                        "only_mask": {"type": "boolean", "default": False},
+                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE}}}}},
+                "responses": {"202": {**_json("queued", "JobAccepted"),
+                                      "headers": {"Location": {"schema": {"type": "string"}}}},
+                              **_errors("400", "401", "404", "413", "503")},
+            }},
+            "/api/bg/jobs/{job_id}": {"get": {
+                "summary": "A job's state, progress and, per image, its result's URL or its error",
+                "security": [{}, {"ApiKey": []}],
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json("the job", "Job"), **_errors("401", "404", "503")},
+            }},
+            "/api/bg/jobs/{job_id}/results/{index}": {"get": {
+                "summary": "One image's result, until the job's results expire",
+                "security": [{}, {"ApiKey": []}],
+                "parameters": [_JOB_ID, {"name": "index", "in": "path", "required": True,
+                                         "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": {"description": "the image", "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/webp": {"schema": {"type": "string", "format": "binary"}}}},
+                    **_errors("401", "404", "503")},
             }},
             "/v1.0/removebg": _removebg_operation(),
             "/api/bg/health": {"get": {

@@ -121,7 +121,9 @@ def png_header_only(width: int, height: int) -> bytes:
 class ImageHost:
     """A web server on a loopback address, in a thread of the test process, that serves what
     the tests give it: ``files[path] = bytes``, ``redirects[path] = location``, ``slow`` paths
-    that trickle a byte a second. ``requests`` lists the paths it was asked for."""
+    that trickle a byte a second. ``requests`` lists the paths it was asked for; ``posts`` the
+    POSTs it received (path, headers, body), answered with ``post_statuses.pop(0)`` while that
+    list lasts, then 200 (a webhook receiver)."""
 
     def __init__(self, address: str = "127.0.0.1"):
         import http.server
@@ -132,8 +134,17 @@ class ImageHost:
         self.redirects: dict[str, str] = {}
         self.slow: set[str] = set()
         self.requests: list[str] = []
+        self.posts: list[tuple[str, dict, bytes]] = []
+        self.post_statuses: list[int] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                host.posts.append((self.path, dict(self.headers), body))
+                self.send_response(host.post_statuses.pop(0) if host.post_statuses else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_GET(self):
                 host.requests.append(self.path)
                 if self.path in host.redirects:
@@ -171,3 +182,57 @@ class ImageHost:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, its data in ``folder``, with the append-only
+    file on (every write fsync'd) so that a restart keeps what was acknowledged."""
+
+    def __init__(self, folder: Path):
+        import shutil
+
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.start()
+
+    def start(self) -> None:
+        with open(self.folder / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+                 "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{(self.folder / 'redis.log').read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_worker(env: dict[str, str], log: Path, timeout: float = 90) -> subprocess.Popen:
+    """``python -m service worker`` with ``env``; returns once it has said it is working."""
+    out = open(log, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "service", "worker"], cwd=ROOT, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}:\n{log.read_text()}")
+        if "Listening on" in log.read_text() or "listening on" in log.read_text().lower():
+            return process
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"worker not working after {timeout} s:\n{log.read_text()}")
