@@ -73,6 +73,20 @@ class AdmissionGate:
                     retry_after=max(1, math.ceil(self.expected_wait())))
 
     @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        """Count ``size`` bytes of an upload held in memory that will not run here (a job's, on
+        its way to Redis) as waiting, or raise Busy at once when they would overfill the budget."""
+        with self._lock:
+            if self.waiting_bytes + size > self._budget:
+                raise self._refuse("queue_full")
+            self.waiting_bytes += size
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.waiting_bytes -= size
+
+    @contextmanager
     def admit(self, size: int, deadline: float) -> Iterator[Callable[..., ContextManager[None]]]:
         """Count a request whose upload is ``size`` bytes as waiting, or raise Busy at once.
 

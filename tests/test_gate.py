@@ -80,3 +80,17 @@ def test_waiting_past_the_deadline_is_timed_out():
         assert 0.04 < time.monotonic() - started < 1
         assert info.value.status == 503 and info.value.code == "timeout" and info.value.retry_after > 0
     assert gate.admitted == 0 and gate.waiting_bytes == 0
+
+
+def test_uploads_held_for_elsewhere_count_against_the_same_byte_budget():
+    gate = AdmissionGate(waiting_bytes=100)
+    with gate.hold(70):
+        assert gate.waiting_bytes == 70 and gate.admitted == 0
+        with pytest.raises(Busy, match="fill the queue"):
+            with gate.hold(40):
+                pass
+        with occupied(gate):
+            with pytest.raises(Busy):
+                with gate.admit(40, time.monotonic() + 5):
+                    pass  # a request that would wait is refused: the budget is held
+    assert gate.waiting_bytes == 0 and gate.refused["queue_full"] == 2

@@ -9,7 +9,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from redis.exceptions import RedisError
 
-from ..api import current_settings, key_accepted
+from ..api import _gate, current_settings, key_accepted
 from ..batch import output_name, request_items, request_options
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
 from ..download import check_url
@@ -71,6 +71,14 @@ def submit():
                            "split it into several jobs")
     request.max_content_length = settings.max_batch + 64 * 1024
     request.max_form_parts = settings.max_batch_files + 100
+    if jobs.queue.count >= settings.max_queued_jobs:
+        raise Busy(f"{jobs.queue.count} jobs are waiting for a worker (MAX_QUEUED_JOBS); retry later",
+                   retry_after=30)
+    with _gate().hold(size):  # the upload is in memory until it is in Redis: within MAX_WAITING_MB
+        return _submit(settings, jobs)
+
+
+def _submit(settings, jobs: Jobs):
     webhook = (request.form.get("webhook_url") or "").strip() or None
     if webhook:
         if not settings.webhook_secret:
@@ -79,9 +87,6 @@ def submit():
             check_url(webhook, settings.webhook_networks)
         except ServiceError as exc:
             raise BadWebhook(exc.message) from None
-    if jobs.queue.count >= settings.max_queued_jobs:
-        raise Busy(f"{jobs.queue.count} jobs are waiting for a worker (MAX_QUEUED_JOBS); retry later",
-                   retry_after=30)
     items = request_items(settings.max_batch_files)
     options = request_options()
     background = request.files.get("bg_image_file")
