@@ -82,10 +82,10 @@ def test_pip_install_gives_a_bg_removal_command_with_its_data(tmp_path):
     assert (site / "service" / "tools" / "calibration" / "isnet-general-use.json").is_file()
 
 
-def kubernetes_documents() -> list[dict]:
+def kubernetes_documents(name: str = "bg-removal.yaml") -> list[dict]:
     import yaml
 
-    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "bg-removal.yaml").read_text()) if d]
+    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / name).read_text()) if d]
 
 
 def test_kubernetes_manifests_validate_against_the_kubernetes_schemas():
@@ -176,3 +176,60 @@ def test_kubernetes_gives_a_stopping_pod_time_to_finish_what_it_admitted():
     drain = gunicorn_options(settings)["graceful_timeout"]
     assert drain >= settings.request_timeout  # a request admitted just before SIGTERM may take its whole limit
     assert pod["terminationGracePeriodSeconds"] >= pause + drain
+
+
+def test_the_job_manifests_validate_and_scale_workers_on_the_queue_length(keda_validator):
+    import kubernetes_validate
+
+    from service.jobs import QUEUE
+
+    service, redis, workers, scaled = kubernetes_documents("bg-removal-jobs.yaml")
+    assert [d["kind"] for d in (service, redis, workers, scaled)] == ["Service", "StatefulSet", "Deployment",
+                                                                     "ScaledObject"]
+    for document in (service, redis, workers):
+        kubernetes_validate.validate(document, "1.31.0", strict=True)
+    checked = keda_validator(scaled)
+    assert checked.returncode == 0, checked.stderr
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == f"rq:queue:{QUEUE}"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == workers["metadata"]["name"]
+    redis_address = f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert trigger["metadata"]["address"] == redis_address
+    assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    (worker,) = workers["spec"]["template"]["spec"]["containers"]
+    (server,) = kubernetes_documents()[0]["spec"]["template"]["spec"]["containers"]
+    assert worker["command"] == ["python", "-m", "service", "worker"]
+    worker_env = {e["name"]: e["value"] for e in worker["env"]}
+    server_env = {e["name"]: e["value"] for e in server["env"]}
+    assert worker_env["REDIS_URL"] == server_env["REDIS_URL"] == f"redis://{redis_address}/0"
+    for name in ("BG_REMOVAL_MODEL", *MALLOC_DEFAULTS):
+        assert worker_env[name] == server_env[name]
+    assert worker["resources"]["limits"]["memory"] == "512Mi" and worker["image"] == server["image"]
+
+
+@pytest.mark.network
+def test_the_compose_file_validates_against_the_compose_specification(tmp_path):
+    """compose.yaml against the Compose Specification's JSON schema as docker-compose 1.29.2's wheel
+    (Apache-2.0, from PyPI) carries it, and the server, workers and Redis agree with each other."""
+    import zipfile
+
+    import yaml
+    from jsonschema import Draft201909Validator
+
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp_path),
+                    "docker-compose==1.29.2"], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("docker_compose-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        schema = json.loads(archive.read("compose/config/compose_spec.json"))
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    Draft201909Validator(schema).validate(compose)
+    broken = {**compose, "services": {**compose["services"], "worker": {"mem_limit": [512]}}}
+    assert list(Draft201909Validator(schema).iter_errors(broken))  # the schema can fail
+    server, worker, redis = (compose["services"][name] for name in ("server", "worker", "redis"))
+    assert worker["image"] == server["image"] and worker["environment"] == server["environment"]
+    assert worker["command"] == ["python", "-m", "service", "worker"]
+    assert server["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert server["mem_limit"] == worker["mem_limit"] == "512m" and server["build"]["dockerfile"] == \
+        "Dockerfile.isnet-tiny"
+    assert "--appendonly" in redis["command"] and redis["volumes"] == ["redis-data:/data"]
