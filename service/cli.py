@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--server", metavar="URL", help="send the images to a running service at URL instead "
                                                        "(waits as its Retry-After says when it is busy)")
     remove.add_argument("--concurrency", type=int, default=2, metavar="N", help="with --server: N at a time")
+    remove.add_argument("--jobs", action="store_true",
+                        help="with --server: send the images as asynchronous jobs (POST /api/bg/jobs) of up to "
+                             f"{JOB_IMAGES} images each and fetch the results when each ends")
     remove.add_argument("--api-key", metavar="KEY", help="with --server: its API key (default: $API_KEY)")
 
     commands.add_parser("serve", help="start the production server (gunicorn) on $HOST:$PORT",
@@ -97,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                             "with agreement against the float32 reference")
     bench.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2], metavar="N",
                        help="with --matrix: the thread counts to try")
+    bench.add_argument("--jobs-workers", type=int, nargs="+", metavar="N",
+                       help="photos a minute through the job queue with N workers against the server alone "
+                            "(needs redis-server); the first of --models, --requests photos")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
 
@@ -185,6 +191,46 @@ def _batch_jobs(paths: list[Path], out_dir: Path, extension: str) -> list[tuple[
 
 
 FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
+JOB_IMAGES, JOB_BYTES = 20, 32 * 2**20  # one job's images, at most, with --jobs
+
+
+def _job_chunks(jobs: list[tuple[Path, Path]]) -> list[list[tuple[Path, Path]]]:
+    """The (input, output) pairs in groups of JOB_IMAGES images and JOB_BYTES bytes at most."""
+    chunks, size = [[]], 0
+    for job in jobs:
+        length = job[0].stat().st_size if job[0].is_file() else 0
+        if chunks[-1] and (len(chunks[-1]) >= JOB_IMAGES or size + length > JOB_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(job)
+        size += length
+    return [chunk for chunk in chunks if chunk]
+
+
+def _run_jobs(remote, jobs: list[tuple[Path, Path]], concurrency: int, progress, failed: list) -> None:
+    """Each group of images submitted as one job; each result written as its job ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import ServiceError
+
+    def one(chunk: list[tuple[Path, Path]]) -> None:
+        try:
+            state = remote.wait(remote.submit([(source.name, source.read_bytes()) for source, _ in chunk]))
+        except (ServiceError, OSError) as exc:
+            failed.extend((source, getattr(exc, "message", None) or str(exc)) for source, _ in chunk)
+            progress.update(len(chunk))
+            return
+        for (source, target), entry in zip(chunk, state["files"]):
+            try:
+                if entry.get("status") != 200:
+                    raise OSError(entry.get("error") or f"the job {state['state']} before this image")
+                _write_new(remote.result(entry["url"]), target)
+            except (ServiceError, OSError) as exc:
+                failed.append((source, getattr(exc, "message", None) or str(exc)))
+            progress.update(1)
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        list(pool.map(one, _job_chunks(jobs)))
 
 
 def _write_new(body: bytes, target: Path) -> None:
@@ -239,12 +285,17 @@ def _remove(args, settings) -> int:
         color = parse_color(args.color) if args.color else None
         if args.out_dir is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
+        if args.jobs and not (args.server and args.out_dir is not None):
+            raise OSError("--jobs sends a batch to a server: give --server URL and --out-dir DIR")
+        if args.jobs and FORMATS[suffix] == "jpeg":
+            raise OSError("jobs answer PNG or WebP: give --format png or webp")
         if args.server:
-            from .remote import Remote
+            from .remote import Remote, RemoteJobs
 
             spec_name = args.server
-            work = Remote(args.server, args.api_key or os.environ.get("API_KEY"), FORMATS[suffix],
-                          args.only_mask, args.refine, args.color).cut_out
+            work = (RemoteJobs if args.jobs else Remote)(args.server, args.api_key or os.environ.get("API_KEY"),
+                                                         FORMATS[suffix], args.only_mask, args.refine, args.color)
+            work = work if args.jobs else work.cut_out
         else:
             spec = CATALOG[args.model or settings.model]
             spec_name = spec.name
@@ -271,7 +322,13 @@ def _remove(args, settings) -> int:
             failed.append((source, getattr(exc, "message", None) or str(exc)))
         progress.update(1)
 
-    if args.server and args.concurrency > 1:
+    if args.jobs:
+        for source, target in jobs:
+            if target.resolve() == source.resolve():
+                print(f"error: {source}: the result would overwrite the input", file=sys.stderr)
+                return 1
+        _run_jobs(work, jobs, args.concurrency, progress, failed)
+    elif args.server and args.concurrency > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(args.concurrency) as pool:
@@ -363,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.compare_reuse:
             return compare_reuse(args.models)
+        if args.jobs_workers:
+            from .server import apply_malloc_defaults
+            from .tools.jobs_bench import jobs_throughput
+
+            apply_malloc_defaults()  # the server and workers inherit them, as app_isnet_tiny.py sets them
+            photos_dir = args.photos or ROOT.parent / "shared" / "samples" / "images"
+            return jobs_throughput(args.models[0], photos_dir if photos_dir.is_dir() else None, args.requests,
+                                   args.jobs_workers, args.threads)
 
         photos = args.photos or ROOT.parent / "shared" / "samples" / "images"
         if not photos.is_dir():  # a clone with nothing beside it: the project's sample photos

@@ -27,21 +27,30 @@ class Remote:
         self.fields = {"format": fmt, "only_mask": str(only_mask).lower(), "refine": str(refine).lower(),
                        **({"color": color} if color else {})}
 
-    def _body(self, data: bytes) -> tuple[bytes, str]:
+    def _body(self, files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
         boundary = uuid.uuid4().hex
         parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
                  for k, v in self.fields.items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        for name, data in files:
+            safe = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_.")) or "image"
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe}"\r\n'
+                         f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
         return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+    def _headers(self, **more) -> dict[str, str]:
+        return {**more, **({"X-API-Key": self.api_key} if self.api_key else {})}
 
     def cut_out(self, data: bytes) -> bytes:
         """The service's answer for one image's bytes. Raises RemoteError with its message."""
-        body, content_type = self._body(data)
-        headers = {"Content-Type": content_type, **({"X-API-Key": self.api_key} if self.api_key else {})}
+        return self._send(self.url, [("image", data)])
+
+    def _send(self, url: str, files: list[tuple[str, bytes]] | None = None) -> bytes:
+        """POST ``files`` (GET without), waiting out 503s as Retry-After says; the answer's body."""
+        body, content_type = self._body(files) if files is not None else (None, "")
+        headers = self._headers(**({"Content-Type": content_type} if files is not None else {}))
         waited = 0.0
         while True:
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
             try:
                 with urllib.request.urlopen(request, timeout=300) as response:
                     return response.read()
@@ -55,6 +64,32 @@ class Remote:
                 waited += pause
             except (urllib.error.URLError, OSError) as exc:
                 raise RemoteError(f"the service at {self.url} cannot be reached: {exc}") from None
+
+
+class RemoteJobs(Remote):
+    """``remove --server URL --jobs``: images sent as jobs (POST /api/bg/jobs), results fetched
+    when each job ends. For folders larger than one request should carry, and for clients
+    behind proxies that cut long requests."""
+
+    def __init__(self, url: str, api_key: str | None, fmt: str, only_mask: bool, refine: bool, color: str | None):
+        super().__init__(url, api_key, fmt, only_mask, refine, color)
+        self.base = url.rstrip("/")
+        self.url = self.base + "/api/bg/jobs"
+
+    def submit(self, files: list[tuple[str, bytes]]) -> str:
+        """A job for ``files`` (name, bytes); its status URL."""
+        return self.base + json.loads(self._send(self.url, files))["status_url"]
+
+    def wait(self, status_url: str, poll: float = 0.5) -> dict:
+        """The job's state once it has ended."""
+        while True:
+            state = json.loads(self._send(status_url))
+            if state["state"] in ("finished", "failed"):
+                return state
+            time.sleep(poll)
+
+    def result(self, path: str) -> bytes:
+        return self._send(self.base + path)
 
 
 def _message(error: urllib.error.HTTPError) -> str:

@@ -246,3 +246,50 @@ def test_redis_restarted_between_submit_and_finish_loses_no_acknowledged_job(bas
             worker.terminate()
             worker.wait(timeout=60)
         redis.stop()
+
+
+def test_the_cli_sends_a_folder_as_jobs_and_resumes_with_skip_existing(jobs, run_cli, photos, tmp_path):
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    for name, path in list(photos.items())[:3]:
+        with Image.open(path) as photo:
+            photo.convert("RGB").save(folder / f"{name}.jpg", "JPEG", quality=90)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")
+    first = run_cli("remove", folder, "--out-dir", out, "--server", jobs.url, "--jobs", "--quiet")
+    assert first.returncode == 1 and "broken.jpg" in first.stderr, first.stderr  # the rest are written
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 3 and all(name.endswith(".png") for name in written)
+    with Image.open(out / written[0]) as cut:
+        assert cut.mode == "RGBA"
+    kept = out / written[1]
+    before = kept.stat().st_mtime_ns
+    (out / written[0]).unlink()
+    (folder / "broken.jpg").unlink()
+    again = run_cli("remove", folder, "--out-dir", out, "--server", jobs.url, "--jobs", "--skip-existing", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "1 of 1 written" in again.stdout and sorted(p.name for p in out.iterdir()) == written
+    assert kept.stat().st_mtime_ns == before  # left as it was
+
+
+def test_the_readmes_job_examples_work(jobs, sample_photo, tmp_path):
+    import shutil
+    import subprocess
+
+    from .test_readme import JOB_CURL_LINES
+
+    assert len(JOB_CURL_LINES) == 3
+    shutil.copy(sample_photo, tmp_path / "photo.jpg")
+    with zipfile.ZipFile(tmp_path / "more-photos.zip", "w") as archive:
+        archive.write(sample_photo, "astronaut.jpg")
+    job_id = None
+    for line in JOB_CURL_LINES:
+        command = line.replace("http://localhost:5000", jobs.url).replace("curl ", "curl --fail -sS ", 1)
+        if job_id:
+            command = command.replace("/ID", f"/{job_id}")
+        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, timeout=120)
+        assert result.returncode == 0, result.stderr.decode()
+        if job_id is None:
+            job_id = json.loads(result.stdout)["id"]
+            wait_for(jobs, f"/api/bg/jobs/{job_id}")
+    with Image.open(tmp_path / "first.png") as first:
+        assert first.mode == "RGBA"

@@ -17,7 +17,9 @@ from .support import ROOT
 README = (ROOT / "README.md").read_text()
 API = README[README.index("## API"):README.index("### Errors")]
 CURL_LINES = [line for block in re.findall(r"```sh\n(.*?)```", API, re.S)
-              for line in block.splitlines() if line.startswith("curl ")]
+              for line in block.splitlines() if line.startswith("curl ") and "/api/bg/jobs" not in line]
+JOB_CURL_LINES = [line.split("  #")[0].strip() for block in re.findall(r"```sh\n(.*?)```", API, re.S)
+                  for line in block.splitlines() if line.startswith("curl ") and "/api/bg/jobs" in line]
 PYTHON_CLIENT = re.search(r"### Python client\n+```python\n(.*?)```", README, re.S).group(1)
 
 
