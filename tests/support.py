@@ -236,3 +236,19 @@ def start_worker(env: dict[str, str], log: Path, timeout: float = 90) -> subproc
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"worker not working after {timeout} s:\n{log.read_text()}")
+
+
+def npm_install(folder: Path, package: str) -> Path:
+    """``npm install package`` into ``folder``; skips the test where node and npm are missing
+    (fails with REQUIRE_NODE, as .ci/run sets)."""
+    import shutil
+
+    import pytest
+
+    if not (shutil.which("node") and shutil.which("npm")):
+        if os.environ.get("REQUIRE_NODE"):
+            pytest.fail("no node and npm (apt-get install nodejs npm)")
+        pytest.skip("node and npm are not installed")
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", package], cwd=folder, check=True,
+                   capture_output=True, timeout=300)
+    return folder

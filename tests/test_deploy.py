@@ -12,7 +12,7 @@ import pytest
 
 from service.server import MALLOC_DEFAULTS
 
-from .support import ROOT
+from .support import ROOT, npm_install
 
 DOCKERFILE = (ROOT / "Dockerfile.isnet-tiny").read_text()
 
@@ -110,13 +110,7 @@ try { new ScaledObject(document).validate(); } catch (error) { console.error(err
 
 @pytest.fixture(scope="module")
 def keda_validator(tmp_path_factory):
-    if not (shutil.which("node") and shutil.which("npm")):
-        if os.environ.get("REQUIRE_NODE"):
-            pytest.fail("no node and npm (apt-get install nodejs npm)")
-        pytest.skip("node and npm are not installed")
-    folder = tmp_path_factory.mktemp("keda-models")
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", KEDA_MODELS], cwd=folder, check=True,
-                   capture_output=True, timeout=300)
+    folder = npm_install(tmp_path_factory.mktemp("keda-models"), KEDA_MODELS)
     (folder / "validate.mjs").write_text(KEDA_VALIDATE)
 
     def validate(document: dict) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import zipfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 from service.imaging import decode_upload
 from service.tools.evaluate import iou
 
-from .support import API_KEY, gradient, save
+from .support import API_KEY, gradient, npm_install, save
 
 KEY = API_KEY
 
@@ -267,16 +266,7 @@ const photo = process.argv[3], key = process.argv[4];
 
 @pytest.fixture(scope="module")
 def npm_client(tmp_path_factory) -> Path:
-    import shutil
-    import subprocess
-
-    if not (shutil.which("node") and shutil.which("npm")):
-        if os.environ.get("REQUIRE_NODE"):
-            pytest.fail("no node and npm (apt-get install nodejs npm)")
-        pytest.skip("node and npm are not installed")
-    folder = tmp_path_factory.mktemp("npm-client")
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", NPM_CLIENT], cwd=folder, check=True,
-                   capture_output=True, timeout=300)
+    folder = npm_install(tmp_path_factory.mktemp("npm-client"), NPM_CLIENT)
     (folder / "run.js").write_text(NODE_SCRIPT)
     return folder
 

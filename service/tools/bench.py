@@ -205,12 +205,10 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
 
     import onnxruntime as ort
 
-    from ..config import Settings
     from ..device import PROVIDERS
     from ..server import MALLOC_DEFAULTS
     from .evaluate import iou
 
-    settings = Settings.from_env()
     files = [p for p in sorted(photos.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
     available = ort.get_available_providers()
     devices = [d for d in ("cpu", "cuda", "tensorrt") if PROVIDERS[d] in available]

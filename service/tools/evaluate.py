@@ -277,7 +277,7 @@ def evaluate(root: Path, model: str, out: Path, limit: int | None = None, thread
                   f"| {', '.join(f'{name} ({share:.1%})' for share, _, name in over) or 'none'} |"]
         headline = [g for g in truth_gaps if g[3]]
         below = sorted((g for g in truth_gaps if g[1] - g[0] > WORSE_BY), key=lambda g: g[0] - g[1])
-        lines += ["", f"against the truth, photo by photo (IoU at 128; the reference's on the same rows):",
+        lines += ["", "against the truth, photo by photo (IoU at 128; the reference's on the same rows):",
                   "| IoU, headline rows | the reference's | difference | photos more than "
                   f"{WORSE_BY} below the reference's |",
                   "|---|---|---|---|",
