@@ -229,6 +229,34 @@ def screen_upload(field: str) -> None:
         check_header(bytes(head[:SCREEN_BYTES]), complete and len(head) <= SCREEN_BYTES, settings.max_pixels)
 
 
+def shadow_options(only_mask: bool = False) -> dict:
+    """``shadow`` (none, drop, contact) and ``shadow_opacity`` (0–100, default 50) as Options."""
+    from .effects import SHADOWS
+
+    kind = _choice("shadow", ("none", *SHADOWS), "none")
+    opacity = _field("shadow_opacity")
+    if kind == "none":
+        if opacity is not None:
+            raise BadRequest("shadow_opacity needs a shadow: give shadow=drop or shadow=contact")
+        return {}
+    if only_mask:
+        raise BadRequest("a shadow is drawn under the cut-out; with only_mask=true there is none")
+    return {"shadow": kind, "shadow_opacity": parse_opacity(opacity, "shadow_opacity")}
+
+
+def parse_opacity(text: str | None, name: str) -> float:
+    """A percentage 0–100 (default 50) as 0–1; BadRequest otherwise."""
+    if text is None:
+        return 0.5
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise BadRequest(f"{name} must be a number from 0 to 100, got {text[:20]!r}")
+    return value / 100
+
+
 def admit_request(deadline: float, field: str = "file"):
     """Enter the admission gate with this request's declared body size, before the body is read
     (503 at once when the waiting uploads or the expected wait are over their limits). An upload
@@ -248,9 +276,11 @@ def remove():
     with admit_request(deadline) as turn:
         data, stem = _upload()
         fmt = _choice("format", ("png", "webp"), "png")
-        options = Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
+        only_mask = _flag("only_mask")
+        options = Options(fmt=fmt, only_mask=only_mask, refine=_flag("refine"), crop=_flag("crop"),
                           crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt), **_size())
+                          background=background("bg_image_file", _field("color"), fmt), **_size(),
+                          **shadow_options(only_mask))
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
@@ -267,7 +297,8 @@ def change_color():
         if under is None and not _field("color"):  # None alone is "transparent"
             raise BadColor(f"missing colour: give color as {COLOR_FORMS}, or a bg_image_file")
         options = Options(fmt=fmt, refine=_flag("refine"), crop=_flag("crop"),
-                          crop_margin=parse_margin(_field("crop_margin")), background=under, **_size())
+                          crop_margin=parse_margin(_field("crop_margin")), background=under, **_size(),
+                          **shadow_options())
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from flask import Blueprint, Response, request, stream_with_context
 
 from .api import (_choice, _flag, _field, _gate, _require_api_key, _size, background, current_settings,
-                  read_file, request_deadline, run_pipeline, safe_stem)
+                  read_file, request_deadline, run_pipeline, safe_stem, shadow_options)
 from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, drain_body, memory_exhausted
 from .imaging import parse_margin
 from .pipeline import Options
@@ -180,9 +180,11 @@ def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
 def request_options() -> Options:
     """The options of a batch or a job: those of /api/bg/remove, for every image."""
     fmt = _choice("format", ("png", "webp"), "png")
-    return Options(fmt=fmt, only_mask=_flag("only_mask"), refine=_flag("refine"), crop=_flag("crop"),
+    only_mask = _flag("only_mask")
+    return Options(fmt=fmt, only_mask=only_mask, refine=_flag("refine"), crop=_flag("crop"),
                    crop_margin=parse_margin(_field("crop_margin")),
-                   background=background("bg_image_file", _field("color"), fmt), **_size())
+                   background=background("bg_image_file", _field("color"), fmt), **_size(),
+                   **shadow_options(only_mask))
 
 
 def output_prefix(options: Options) -> str:

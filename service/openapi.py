@@ -41,6 +41,11 @@ _COLOR = {"type": "string", "examples": ["#00ff00", "00ff00", "#0f0", "0,255,0",
                                          "transparent"],
           "description": "#RRGGBB, RRGGBB, #RGB, #RRGGBBAA, R,G,B (0–255), rgba(r,g,b,alpha 0–1), a CSS "
                          "colour name, or transparent; alpha only where the format has it (PNG, WebP)"}
+_SHADOW = {"shadow": {"type": "string", "enum": ["none", "drop", "contact"], "default": "none",
+                      "description": "a shadow drawn from the mask under the cut-out: drop (offset, soft) or "
+                                     "contact (flattened under the subject's base)"},
+           "shadow_opacity": {"type": "number", "minimum": 0, "maximum": 100, "default": 50,
+                              "description": "percent; only with a shadow"}}
 _BACKGROUND = {"bg_image_file": {"type": "string", "format": "binary",
                                  "description": "an image to put the subject on, scaled to cover; "
                                                 "instead of color"},
@@ -95,7 +100,7 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 
 def _removebg_operation() -> dict:
     """POST /v1.0/removebg in remove.bg's terms (service/removebg.py)."""
-    from .removebg import FORMATS, SIZES, TYPES
+    from .removebg import FORMATS, MODEL_SHADOWS, SHADOW_TYPES, SIZES, TYPES
 
     params = {
         "image_file": {"type": "string", "format": "binary"},
@@ -117,6 +122,11 @@ def _removebg_operation() -> dict:
         "position": {"type": "string", "default": "original", "examples": ["original", "center", "50% 100%"]},
         "roi": {"type": "string", "default": "0% 0% 100% 100%",
                 "description": "x1 y1 x2 y2 in px or %: the region that may hold the subject"},
+        "shadow_type": {"type": "string", "enum": [*SHADOW_TYPES, *MODEL_SHADOWS], "default": "none",
+                        "description": "drop or contact: drawn from the mask; car and 3D are refused (they need a "
+                                       "model this server does not have)"},
+        "shadow_opacity": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50},
+        "add_shadow": {"type": "boolean", "default": False, "description": "true: a drop shadow"},
     }
     errors = {"description": "remove.bg's error shape",
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
@@ -263,6 +273,7 @@ def openapi_document(settings: Settings) -> dict:
                     "color": _COLOR,
                     **_BACKGROUND,
                     **_SIZE,
+                    **_SHADOW,
                 }, []),
                 "responses": {"200": _image_response(["image/png", "image/webp"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
@@ -280,6 +291,7 @@ def openapi_document(settings: Settings) -> dict:
                     "refine": _REFINE,
                     **_BACKGROUND,
                     **_SIZE,
+                    **_SHADOW,
                 }, []),
                 "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "500", "503")},
@@ -298,7 +310,7 @@ def openapi_document(settings: Settings) -> dict:
                                  "description": "the images (the field repeated); a zip is expanded in place"},
                         "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
                         "only_mask": {"type": "boolean", "default": False},
-                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE}}}}},
+                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
                 "responses": {"200": {"description": "a zip: one entry per image that succeeded (nobg_<stem>.png), "
                                                      "then manifest.json",
                                       "content": {"application/zip": {"schema": {"type": "string",
@@ -318,7 +330,7 @@ def openapi_document(settings: Settings) -> dict:
                                         "description": "called with the job's summary when it ends"},
                         "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
                         "only_mask": {"type": "boolean", "default": False},
-                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE}}}}},
+                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
                 "responses": {"202": {**_json("queued", "JobAccepted"),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
                               **_errors("400", "401", "404", "413", "503")},

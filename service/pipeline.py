@@ -16,6 +16,7 @@ from PIL import Image
 from .confidence import mask_confidence
 from .config import Settings
 from .engines import Engine
+from .effects import with_shadow
 from .errors import ImageTooLarge
 from .imaging import (Background, Decoded, Length, clear_outside, combine_alpha, compose, crop_to_subject, cutout,
                       decode_upload, encode, place_subject, shrink)
@@ -36,6 +37,8 @@ class Options:
     ``output_pixels``: answer at the photo's own size, scaled down to at most this many pixels
     (None: at the size it is processed at, MAX_DIMENSION on the long side at most); with
     ``shrink_to_fit`` False a larger photo is refused (ImageTooLarge, 413) instead.
+    ``shadow``: "drop" or "contact", drawn under the cut-out (:mod:`service.effects`; None: none),
+    at ``shadow_opacity`` (0–1).
     """
     fmt: str | None = "png"
     only_mask: bool = False
@@ -49,6 +52,8 @@ class Options:
     background: Background | None = None
     output_pixels: int | None = None
     shrink_to_fit: bool = True
+    shadow: str | None = None
+    shadow_opacity: float = 0.5
 
 
 @dataclass
@@ -106,6 +111,8 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
         image, mask = crop_to_subject(image, mask, options.crop_margin)
     if options.scale or options.position:
         image, mask = place_subject(image, mask, options.scale, options.position)
+    if options.shadow and not options.only_mask:
+        image = with_shadow(image, mask, options.shadow, options.shadow_opacity)
     if not options.only_mask:
         image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None

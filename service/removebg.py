@@ -16,8 +16,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import (admit_request, background, background_picture, current_settings, key_accepted, quality_headers,
-                  request_deadline, run_pipeline)
+from .api import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
+                  quality_headers, request_deadline, run_pipeline)
 from .download import download
 from .errors import Busy, ServiceError, drain_body, memory_exhausted
 from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
@@ -32,7 +32,10 @@ FORMATS = ("auto", "png", "jpg", "webp", "zip")
 # Accepted with no effect: one general model serves every kind of subject.
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "graphics", "transportation", "other")
 # Parameters accepted only with remove.bg's default value (anything else is refused).
-DEFAULT_ONLY = {"shadow_type": ("none",), "add_shadow": ("false",), "type_level": ("none", "latest", "1", "2")}
+DEFAULT_ONLY = {"type_level": ("none", "latest", "1", "2")}
+# remove.bg's shadow types, and this server's contact shadow; car and 3D need models of their own.
+SHADOW_TYPES = ("none", "drop", "contact")
+MODEL_SHADOWS = ("car", "3d")
 # Our codes for bad parameters, in remove.bg's word.
 _CODES = {"bad_request": "invalid_parameters", "bad_color": "invalid_parameters"}
 _TITLES = {400: "Invalid request", 403: "Forbidden", 413: "Payload too large", 415: "Unsupported media type",
@@ -157,13 +160,37 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
     semitransparency = params.get("semitransparency", "true").lower()
     if semitransparency not in ("true", "false"):
         raise _invalid("semitransparency must be true or false")
-    if params.get("crop", "false").lower() not in ("true", "false"):  # add_shadow: only false, above
+    if params.get("crop", "false").lower() not in ("true", "false"):
         raise _invalid("crop must be true or false")
     if fmt == "zip" and (channels == "alpha" or params.get("bg_color") or params.get("bg_image_url")
                          or request.files.get("bg_image_file") is not None):
         raise _invalid("format=zip is the cut-out's colours and alpha: it takes no background and "
                        "channels=rgba only")
     return size, fmt, channels, semitransparency == "true"
+
+
+def _shadow(params: dict[str, str], fmt: str, channels: str) -> dict:
+    """Options for ``shadow_type``, ``shadow_opacity`` and the older ``add_shadow`` (a drop
+    shadow, unless shadow_type names another)."""
+    add = params.get("add_shadow", "false").lower()
+    if add not in ("true", "false"):
+        raise _invalid("add_shadow must be true or false")
+    kind = params.get("shadow_type", "drop" if add == "true" else "none").lower()
+    if kind in MODEL_SHADOWS:
+        raise _invalid(f"shadow_type={params['shadow_type']!r} needs a model this server does not have; "
+                       "use shadow_type=drop or contact")
+    if kind not in SHADOW_TYPES:
+        raise _invalid(f"shadow_type must be one of {', '.join(SHADOW_TYPES)}, got {params['shadow_type']!r}")
+    if kind == "none":
+        if "shadow_opacity" in params:
+            raise _invalid("shadow_opacity needs a shadow: give shadow_type=drop or contact")
+        return {}
+    if channels == "alpha" or fmt == "zip":
+        raise _invalid("a shadow is drawn on the cut-out: it takes channels=rgba and a png, jpg or webp answer")
+    try:
+        return {"shadow": kind, "shadow_opacity": parse_opacity(params.get("shadow_opacity"), "shadow_opacity")}
+    except ServiceError as exc:
+        raise _invalid(exc.message) from None
 
 
 def _placement(params: dict[str, str]) -> dict:
@@ -211,7 +238,8 @@ def removebg():
         options = Options(fmt="jpeg" if kind == "jpg" else kind, only_mask=channels == "alpha", hard_edges=not soft,
                           crop=params.get("crop", "false").lower() == "true",
                           crop_margin=parse_margin(params.get("crop_margin")), background=under,
-                          **_placement(params), **_output(size, settings.max_output_pixels))
+                          **_placement(params), **_output(size, settings.max_output_pixels),
+                          **_shadow(params, kind, channels))
         with turn():  # downloads wait for the turn too: one image in memory beyond the queued uploads
             if data is None:
                 data = _fetch(params["image_url"], "image_url", deadline)

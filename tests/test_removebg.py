@@ -116,7 +116,7 @@ def test_urlencoded_bodies_work_too(u2netp_server, sample_photo):
     ({"roi": "50% 0% 10% 100%"}, "invalid_parameters", "roi"),
     ({"roi": "0% 0% 150% 100%"}, "invalid_parameters", "roi"),
     ({"shadow_type": "car"}, "invalid_parameters", "shadow_type"),
-    ({"add_shadow": "true"}, "invalid_parameters", "add_shadow"),
+    ({"add_shadow": "yes"}, "invalid_parameters", "add_shadow"),
     ({"type": "spaceship"}, "invalid_parameters", "type"),
     ({"type_level": "3"}, "invalid_parameters", "type_level"),
     ({"size": "huge"}, "invalid_parameters", "size"),
