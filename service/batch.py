@@ -216,8 +216,14 @@ def batch():
         raise
 
     def generate() -> Iterator[bytes]:
+        # The admission ends before the last chunk goes out: once the client has the whole
+        # answer, the gate no longer counts this batch.
+        last = b""
         with stack:
-            yield from _answers(items, options, turn)
+            for chunk in _answers(items, options, turn):
+                yield last
+                last = chunk
+        yield last
 
     response = Response(stream_with_context(generate()), mimetype="application/zip")
     response.headers["Content-Disposition"] = 'attachment; filename="batch.zip"'
