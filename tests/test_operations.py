@@ -126,7 +126,7 @@ def test_metrics_can_be_kept_behind_the_api_key(keyed_server):
 
 
 def test_sigterm_under_load_finishes_every_admitted_request_and_readiness_says_draining(base_env, tmp_path):
-    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "SHUTDOWN_DELAY_S": "2"}, tmp_path / "server.log")
+    server = start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "SHUTDOWN_DELAY_S": "5"}, tmp_path / "server.log")
     photo = synthetic_payloads()[0]  # 4000×3000: long enough that several wait behind each other
     try:
         with ThreadPoolExecutor(6) as pool:
@@ -135,9 +135,11 @@ def test_sigterm_under_load_finishes_every_admitted_request_and_readiness_says_d
             while server.get("/api/bg/status").json()["queue"]["admitted"] < 6:
                 assert time.monotonic() < deadline, "the requests were never all admitted"
                 time.sleep(0.01)
-            server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            draining = server.get("/api/bg/ready")
+            server.process.send_signal(signal.SIGTERM)  # the master passes it on to the worker
+            deadline = time.monotonic() + 4
+            while (draining := server.get("/api/bg/ready")).json()["status"] != "draining" \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
             statuses = [p.result().status_code for p in posts]
         assert draining.status_code == 503 and draining.json()["status"] == "draining"
         assert statuses == [200] * 6
