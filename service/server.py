@@ -98,7 +98,7 @@ class JsonErrorWorker(ThreadWorker):
             sys.exit(Arbiter.WORKER_BOOT_ERROR)  # the master halts on it
 
     def handle_exit(self, sig, frame):
-        extensions = getattr(self.wsgi, "extensions", {})
+        extensions = getattr(getattr(self, "wsgi", None), "extensions", {})  # none before the app is built
         if "bg_draining" not in extensions or extensions["bg_draining"].is_set():
             return super().handle_exit(sig, frame)
         extensions["bg_draining"].set()
