@@ -265,8 +265,10 @@ def admit_request(deadline: float, field: str = "file"):
     size = request.content_length or 0
     if size > current_app.config["MAX_CONTENT_LENGTH"]:
         raise RequestEntityTooLarge()  # answered (after draining the body) by the error handler
-    if _gate().refusal(size, deadline):
+    reason = _gate().refusal(size, deadline)
+    if reason:
         screen_upload(field)
+        raise _gate().refuse(reason)  # even if a turn came free meanwhile: the body is part-read
     return _gate().admit(size, deadline)
 
 

@@ -72,6 +72,11 @@ class AdmissionGate:
         return Busy(f"the server is busy with other images ({self.REASONS[reason]}); retry shortly",
                     retry_after=max(1, math.ceil(self.expected_wait())))
 
+    def refuse(self, reason: str) -> Busy:
+        """The Busy answer for ``reason`` (of :meth:`refusal`), counted among the refusals."""
+        with self._lock:
+            return self._refuse(reason)
+
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
         """Count ``size`` bytes of an upload held in memory that will not run here (a job's, on
