@@ -145,7 +145,7 @@ def _load_engine(settings):
     (None when it does not). With BG_REMOVAL_FALLBACK, a model that can't be fetched, verified or
     loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py). The
     fallback model's file is fetched at start too, so that a run that fails for memory later can
-    be retried on it (service/api.py) without a download."""
+    be retried on it (service/web.py) without a download."""
     from .catalog import CATALOG
     from .device import DeviceUnavailable
     from .engines import EngineUnavailable, settings_choice

@@ -1,310 +1,60 @@
-"""HTTP API under /api/bg, and the page at /."""
+"""HTTP API under /api/bg, and the page at /; what it shares with the other APIs is in web.py."""
 from __future__ import annotations
 
-import hmac
-import logging
 import math
-import threading
 import time
-from pathlib import PurePosixPath
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
-from PIL import Image
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.http import parse_options_header
-from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
+from flask import Blueprint, current_app, jsonify, render_template
 
 from . import __version__
-from .config import ALLOWED_EXTENSIONS, Settings
-from .engines import Engine
-from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
-from .gate import AdmissionGate
-from .imaging import COLOR_FORMS, Background, check_header, decode_upload, parse_color, parse_margin
+from .config import ALLOWED_EXTENSIONS
+from .errors import BadColor
+from .imaging import COLOR_FORMS, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
-from .pipeline import Options, Result, cut_out
-from .requestlog import note
+from .pipeline import Options
+from .web import (admission_gate, admit_request, background, current_engine, current_settings, form_choice,
+                  form_field, form_flag, image_response, request_deadline, require_api_key, run_pipeline,
+                  shadow_options, size_options, uploaded_file)
 
-log = logging.getLogger(__name__)
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
+bp.before_request(require_api_key)
 pages = Blueprint("pages", __name__)
-_fallback_lock = threading.Lock()
 
-
-def current_settings() -> Settings:
-    return current_app.extensions["bg_settings"]
-
-
-def current_engine() -> Engine:
-    return current_app.extensions["bg_engine"]
-
-
-def _gate() -> AdmissionGate:
-    return current_app.extensions["bg_gate"]
-
-
-def key_accepted() -> bool:
-    """True when API_KEY is unset, or the request's X-API-Key header (any case: remove.bg
-    clients write X-Api-Key) carries it; compared in constant time."""
-    key = current_settings().api_key
-    return not key or hmac.compare_digest(request.headers.get("X-API-Key", "").encode(), key.encode())
-
-
-@bp.before_request
-def _require_api_key():
-    """With API_KEY set, every POST under /api/bg needs it in X-API-Key."""
-    if request.method == "POST" and not key_accepted():
-        raise Unauthorized("missing or wrong X-API-Key header")
-
-
-def read_file(upload, field: str) -> bytes:
-    """An uploaded file's bytes, at most MAX_FILE_SIZE_MB (413 beyond), not empty (400)."""
-    data = upload.stream.read(current_settings().max_file_size + 1)
-    if len(data) > current_settings().max_file_size:
-        raise FileTooLarge(f"upload is larger than {current_settings().max_file_size_mb} MB")
-    if not data:
-        raise MissingFile(f"the uploaded {field} is empty")
-    return data
-
-
-def background_picture(data: bytes) -> Image.Image:
-    """A background image's bytes, decoded and checked like a photo (at most MAX_DIMENSION)."""
-    settings = current_settings()
-    return decode_upload(data, settings.max_dimension, settings.max_pixels).rgb
-
-
-def background(image_field: str, color: str | None, fmt: str, color_field: str = "color") -> Background | None:
-    """The background asked for: an uploaded image (decoded like the photo), a colour
-    (:func:`parse_color`; None for transparent), or None when neither is given. Refuses
-    transparency where ``fmt`` has none."""
-    upload = request.files.get(image_field)
-    if upload is not None and color:
-        raise BadRequest(f"give a colour or {image_field}, not both")
-    if upload is not None:
-        return background_picture(read_file(upload, image_field))
-    if not color:
-        return None
-    try:
-        value = parse_color(color)
-    except BadColor as exc:
-        raise BadColor(f"{color_field}: {exc.message}") from None
-    if fmt == "jpeg" and (value is None or len(value) == 4):
-        raise BadColor(f"{color_field}: JPEG has no transparency for {color!r}; ask for PNG or WebP")
-    return value
-
-
-def _upload() -> tuple[bytes, str]:
-    """The ``file`` field's bytes and a safe stem for the download name."""
-    upload = request.files.get("file")
-    if upload is None:
-        raise MissingFile("no file: send the image as multipart form field 'file'")
-    return read_file(upload, "file"), safe_stem(upload.filename)
-
-
-def safe_stem(filename: str | None) -> str:
-    """A file name's stem fit for a download name. The name is only echoed back (in
-    Content-Disposition, or as a batch's entry name), never used as a path; HTTP headers are
-    Latin-1: anything but ASCII letters, digits and -_. is dropped."""
-    stem = PurePosixPath((filename or "image").replace("\\", "/")).stem
-    return "".join(c for c in stem if c.isascii() and (c.isalnum() or c in "-_."))[:100] or "image"
-
-
-def _field(name: str) -> str | None:
-    """A request option, from the multipart form or else the query string."""
-    return request.form.get(name) or request.args.get(name)
-
-
-def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = (_field(name) or default).strip().lower()
-    if value == "jpg":
-        value = "jpeg"
-    if value not in allowed:
-        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _image_response(result: Result, fmt: str, filename: str, started: float) -> Response:
-    response = Response(result.body, mimetype=f"image/{fmt}")
-    response.headers.update(quality_headers(result))
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["X-Model-Used"] = result.model
-    response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
-    return response
-
-
-def request_deadline() -> float:
-    """When this request's time is up, as a time.monotonic() value: REQUEST_TIMEOUT_S from now."""
-    return time.monotonic() + current_settings().request_timeout
-
-
-def _fallback_engine(failure: OutOfMemory) -> Engine:
-    """u2netp on the CPU, for an image the configured model could not get the memory for
-    (BG_REMOVAL_FALLBACK): loaded at the first such run, then kept (it needs about 100 MB at
-    work). Raises ``failure`` again where there is no fallback or it can't be loaded either."""
-    from . import FALLBACK_MODEL, load_engine
-
-    settings, extensions = current_settings(), current_app.extensions
-    if not settings.fallback or current_engine().spec.name == FALLBACK_MODEL:
-        raise failure
-    release_memory()  # what the failed run left
-    with _fallback_lock:
-        if extensions.get("bg_fallback_engine") is None:
-            try:
-                extensions["bg_fallback_engine"] = load_engine(FALLBACK_MODEL, settings, device="cpu")
-            except Exception as exc:
-                log.error("fallback model %s could not be loaded: %s", FALLBACK_MODEL, exc)
-                raise failure from exc
-    log.warning("%s; this image goes to %s (BG_REMOVAL_FALLBACK)", failure.message, FALLBACK_MODEL)
-    extensions["bg_fallback_runs"] = extensions.get("bg_fallback_runs", 0) + 1
-    return extensions["bg_fallback_engine"]
-
-
-def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
-    """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log
-    line. A run that fails for memory is retried once on the fallback model, where allowed."""
-    try:
-        result = cut_out(data, current_engine(), current_settings(), options, deadline)
-    except OutOfMemory as failure:
-        result = cut_out(data, _fallback_engine(failure), current_settings(), options, deadline)
-    note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
-         confidence=round(result.confidence, 3), model=result.model)
-    current_app.extensions["bg_metrics"].model_run.observe(result.model_ms / 1000)
-    return result
-
-
-def quality_headers(result: Result) -> dict[str, str]:
-    """X-Mask-Confidence, and X-Mask-Warning where the mask looks wrong (service/confidence.py)."""
-    headers = {"X-Mask-Confidence": f"{result.confidence:.3f}"}
-    if result.warning:
-        headers["X-Mask-Warning"] = result.warning
-    return headers
-
-
-def _size() -> dict:
-    """``size``: "default" answers at the processed size (MAX_DIMENSION at most), "full" at the
-    photo's own size up to MAX_OUTPUT_PIXELS (413 beyond)."""
-    if _choice("size", ("default", "full"), "default") == "default":
-        return {}
-    return {"output_pixels": current_settings().max_output_pixels, "shrink_to_fit": False}
-
-
-def _flag(name: str) -> bool:
-    value = _field(name) or "false"
-    if value not in ("true", "false"):
-        raise BadRequest(f"{name} must be true or false, got {value!r}")
-    return value == "true"
-
-
-# What a refused upload may have read of it to settle its type and declared size: headers sit
-# in the first bytes of every allowed format (a JPEG's may follow up to 64 KB of EXIF).
-SCREEN_BYTES = 256 * 1024
-
-
-def screen_upload(field: str) -> None:
-    """Raise the 4xx the first SCREEN_BYTES of the multipart file ``field`` settle, if any
-    (:func:`service.imaging.check_header`): read from the body as it streams, the rest left
-    unread. For a request about to be refused as busy, which is then refused for what it is."""
-    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
-    if mimetype != "multipart/form-data" or not options.get("boundary"):
-        return
-    decoder, stream = MultipartDecoder(options["boundary"].encode("latin-1")), request.stream
-    head, inside, complete = bytearray(), False, False
-    while not complete and len(head) < SCREEN_BYTES:
-        chunk = stream.read(64 * 1024)
-        decoder.receive_data(chunk or None)
-        try:
-            event = decoder.next_event()
-            while not isinstance(event, (NeedData, Epilogue)) and not complete:
-                if isinstance(event, File):
-                    inside = event.name == field
-                elif isinstance(event, Data) and inside:
-                    head += event.data
-                    complete = not event.more_data
-                event = decoder.next_event()
-        except ValueError:  # a malformed body: the refusal stands
-            return
-        if not chunk or isinstance(event, Epilogue):
-            break
-    if head:
-        settings = current_settings()
-        check_header(bytes(head[:SCREEN_BYTES]), complete and len(head) <= SCREEN_BYTES, settings.max_pixels)
-
-
-def shadow_options(only_mask: bool = False) -> dict:
-    """``shadow`` (none, drop, contact) and ``shadow_opacity`` (0–100, default 50) as Options."""
-    from .effects import SHADOWS
-
-    kind = _choice("shadow", ("none", *SHADOWS), "none")
-    opacity = _field("shadow_opacity")
-    if kind == "none":
-        if opacity is not None:
-            raise BadRequest("shadow_opacity needs a shadow: give shadow=drop or shadow=contact")
-        return {}
-    if only_mask:
-        raise BadRequest("a shadow is drawn under the cut-out; with only_mask=true there is none")
-    return {"shadow": kind, "shadow_opacity": parse_opacity(opacity, "shadow_opacity")}
-
-
-def parse_opacity(text: str | None, name: str) -> float:
-    """A percentage 0–100 (default 50) as 0–1; BadRequest otherwise."""
-    if text is None:
-        return 0.5
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 100:
-        raise BadRequest(f"{name} must be a number from 0 to 100, got {text[:20]!r}")
-    return value / 100
-
-
-def admit_request(deadline: float, field: str = "file"):
-    """Enter the admission gate with this request's declared body size, before the body is read
-    (503 at once when the waiting uploads or the expected wait are over their limits). An upload
-    refused so is first screened (:func:`screen_upload`): what its first bytes show to be wrong
-    gets its 4xx, not the 503, on a busy server as on an idle one."""
-    size = request.content_length or 0
-    if size > current_app.config["MAX_CONTENT_LENGTH"]:
-        raise RequestEntityTooLarge()  # answered (after draining the body) by the error handler
-    reason = _gate().refusal(size, deadline)
-    if reason:
-        screen_upload(field)
-        raise _gate().refuse(reason)  # even if a turn came free meanwhile: the body is part-read
-    return _gate().admit(size, deadline)
 
 
 @bp.post("/remove")
 def remove():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
-        data, stem = _upload()
-        fmt = _choice("format", ("png", "webp"), "png")
-        only_mask = _flag("only_mask")
-        options = Options(fmt=fmt, only_mask=only_mask, refine=_flag("refine"), crop=_flag("crop"),
-                          crop_margin=parse_margin(_field("crop_margin")),
-                          background=background("bg_image_file", _field("color"), fmt), **_size(),
+        data, stem = uploaded_file()
+        fmt = form_choice("format", ("png", "webp"), "png")
+        only_mask = form_flag("only_mask")
+        options = Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
+                          crop_margin=parse_margin(form_field("crop_margin")),
+                          background=background("bg_image_file", form_field("color"), fmt), **size_options(),
                           **shadow_options(only_mask))
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
-    return _image_response(result, fmt, f"{prefix}_{stem}.{fmt}", started)
+    return image_response(result, fmt, f"{prefix}_{stem}.{fmt}", started)
 
 
 @bp.post("/change_color")
 def change_color():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
-        data, stem = _upload()
-        fmt = _choice("format", ("jpeg", "png", "webp"), "jpeg")
-        under = background("bg_image_file", _field("color"), fmt)
-        if under is None and not _field("color"):  # None alone is "transparent"
+        data, stem = uploaded_file()
+        fmt = form_choice("format", ("jpeg", "png", "webp"), "jpeg")
+        under = background("bg_image_file", form_field("color"), fmt)
+        if under is None and not form_field("color"):  # None alone is "transparent"
             raise BadColor(f"missing colour: give color as {COLOR_FORMS}, or a bg_image_file")
-        options = Options(fmt=fmt, refine=_flag("refine"), crop=_flag("crop"),
-                          crop_margin=parse_margin(_field("crop_margin")), background=under, **_size(),
+        options = Options(fmt=fmt, refine=form_flag("refine"), crop=form_flag("crop"),
+                          crop_margin=parse_margin(form_field("crop_margin")), background=under, **size_options(),
                           **shadow_options())
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if fmt == "jpeg" else fmt
-    return _image_response(result, fmt, f"bg_{stem}.{extension}", started)
+    return image_response(result, fmt, f"bg_{stem}.{extension}", started)
 
 
 def _device(about: dict) -> dict:
@@ -326,7 +76,7 @@ def ready():
     """Readiness, for a load balancer or Kubernetes: 503 while the server drains after SIGTERM
     and while the admission gate turns new images away (a full queue, or a wait past the time
     limit); 200 otherwise. Liveness is /api/bg/health."""
-    gate, settings = _gate(), current_settings()
+    gate, settings = admission_gate(), current_settings()
     queue = {"admitted": gate.admitted, "waiting_mb": round(gate.waiting_bytes / 2**20, 1),
              "expected_wait_s": round(gate.expected_wait(), 1)}
     if current_app.extensions["bg_draining"].is_set():
@@ -357,9 +107,9 @@ def status():
         float_weights=settings.float_weights,
         cpu=_cpu(about),
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},
-        queue={"admitted": _gate().admitted, "waiting_mb": round(_gate().waiting_bytes / 2**20, 1),
+        queue={"admitted": admission_gate().admitted, "waiting_mb": round(admission_gate().waiting_bytes / 2**20, 1),
                "max_waiting_mb": settings.max_waiting // 2**20,
-               "expected_wait_s": round(_gate().expected_wait(), 1)},
+               "expected_wait_s": round(admission_gate().expected_wait(), 1)},
         max_file_size_mb=settings.max_file_size_mb,
         max_dimension=settings.max_dimension,
         allowed_extensions=list(ALLOWED_EXTENSIONS),

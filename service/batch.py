@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from .api import (_choice, _flag, _field, _gate, _require_api_key, _size, background, current_settings,
+from .web import (form_choice, form_flag, form_field, admission_gate, require_api_key, size_options, background, current_settings,
                   read_file, request_deadline, run_pipeline, safe_stem, shadow_options)
 from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, drain_body, memory_exhausted
 from .imaging import parse_margin
@@ -34,7 +34,7 @@ from .pipeline import Options
 
 log = logging.getLogger(__name__)
 bp = Blueprint("batch", __name__, url_prefix="/api/bg")
-bp.before_request(_require_api_key)
+bp.before_request(require_api_key)
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -179,11 +179,11 @@ def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
 
 def request_options() -> Options:
     """The options of a batch or a job: those of /api/bg/remove, for every image."""
-    fmt = _choice("format", ("png", "webp"), "png")
-    only_mask = _flag("only_mask")
-    return Options(fmt=fmt, only_mask=only_mask, refine=_flag("refine"), crop=_flag("crop"),
-                   crop_margin=parse_margin(_field("crop_margin")),
-                   background=background("bg_image_file", _field("color"), fmt), **_size(),
+    fmt = form_choice("format", ("png", "webp"), "png")
+    only_mask = form_flag("only_mask")
+    return Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
+                   crop_margin=parse_margin(form_field("crop_margin")),
+                   background=background("bg_image_file", form_field("color"), fmt), **size_options(),
                    **shadow_options(only_mask))
 
 
@@ -207,7 +207,7 @@ def batch():
     request.max_content_length = settings.max_batch + 64 * 1024
     request.max_form_parts = settings.max_batch_files + 100
     stack = ExitStack()
-    turn = stack.enter_context(_gate().admit(size, request_deadline()))  # 503 before any byte of the answer
+    turn = stack.enter_context(admission_gate().admit(size, request_deadline()))  # 503 before any byte of the answer
     try:
         items = request_items(settings.max_batch_files)
         options = request_options()

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
+from .web import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
                   quality_headers, request_deadline, run_pipeline)
 from .download import download
 from .errors import Busy, ServiceError, drain_body, memory_exhausted

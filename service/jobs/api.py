@@ -9,7 +9,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from redis.exceptions import RedisError
 
-from ..api import _gate, current_settings, key_accepted
+from ..web import admission_gate, current_settings, key_accepted
 from ..batch import output_name, request_items, request_options
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
 from ..download import check_url
@@ -74,7 +74,7 @@ def submit():
     if jobs.queue.count >= settings.max_queued_jobs:
         raise Busy(f"{jobs.queue.count} jobs are waiting for a worker (MAX_QUEUED_JOBS); retry later",
                    retry_after=30)
-    with _gate().hold(size):  # the upload is in memory until it is in Redis: within MAX_WAITING_MB
+    with admission_gate().hold(size):  # the upload is in memory until it is in Redis: within MAX_WAITING_MB
         return _submit(settings, jobs)
 
 

@@ -1,0 +1,270 @@
+"""What the HTTP APIs share over the one pipeline (service/pipeline.py): the app's parts
+(settings, engine, admission gate), the API key, reading uploads and options from a form,
+backgrounds and effects, admission, running the pipeline and the image answer. The routes live
+beside it: api.py (/api/bg), removebg.py (remove.bg's /v1.0), batch.py, jobs/api.py."""
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from pathlib import PurePosixPath
+
+from flask import Response, current_app, request
+from PIL import Image
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
+
+from .config import Settings
+from .engines import Engine
+from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
+from .gate import AdmissionGate
+from .imaging import Background, check_header, decode_upload, parse_color
+from .memory import release_memory
+from .pipeline import Options, Result, cut_out
+from .requestlog import note
+
+log = logging.getLogger(__name__)
+_fallback_lock = threading.Lock()
+
+
+def current_settings() -> Settings:
+    return current_app.extensions["bg_settings"]
+
+
+def current_engine() -> Engine:
+    return current_app.extensions["bg_engine"]
+
+
+def admission_gate() -> AdmissionGate:
+    return current_app.extensions["bg_gate"]
+
+
+def key_accepted() -> bool:
+    """True when API_KEY is unset, or the request's X-API-Key header (any case: remove.bg
+    clients write X-Api-Key) carries it; compared in constant time."""
+    key = current_settings().api_key
+    return not key or hmac.compare_digest(request.headers.get("X-API-Key", "").encode(), key.encode())
+
+
+def require_api_key():
+    """With API_KEY set, every POST under /api/bg needs it in X-API-Key."""
+    if request.method == "POST" and not key_accepted():
+        raise Unauthorized("missing or wrong X-API-Key header")
+
+
+def read_file(upload, field: str) -> bytes:
+    """An uploaded file's bytes, at most MAX_FILE_SIZE_MB (413 beyond), not empty (400)."""
+    data = upload.stream.read(current_settings().max_file_size + 1)
+    if len(data) > current_settings().max_file_size:
+        raise FileTooLarge(f"upload is larger than {current_settings().max_file_size_mb} MB")
+    if not data:
+        raise MissingFile(f"the uploaded {field} is empty")
+    return data
+
+
+def background_picture(data: bytes) -> Image.Image:
+    """A background image's bytes, decoded and checked like a photo (at most MAX_DIMENSION)."""
+    settings = current_settings()
+    return decode_upload(data, settings.max_dimension, settings.max_pixels).rgb
+
+
+def background(image_field: str, color: str | None, fmt: str, color_field: str = "color") -> Background | None:
+    """The background asked for: an uploaded image (decoded like the photo), a colour
+    (:func:`parse_color`; None for transparent), or None when neither is given. Refuses
+    transparency where ``fmt`` has none."""
+    upload = request.files.get(image_field)
+    if upload is not None and color:
+        raise BadRequest(f"give a colour or {image_field}, not both")
+    if upload is not None:
+        return background_picture(read_file(upload, image_field))
+    if not color:
+        return None
+    try:
+        value = parse_color(color)
+    except BadColor as exc:
+        raise BadColor(f"{color_field}: {exc.message}") from None
+    if fmt == "jpeg" and (value is None or len(value) == 4):
+        raise BadColor(f"{color_field}: JPEG has no transparency for {color!r}; ask for PNG or WebP")
+    return value
+
+
+def uploaded_file() -> tuple[bytes, str]:
+    """The ``file`` field's bytes and a safe stem for the download name."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise MissingFile("no file: send the image as multipart form field 'file'")
+    return read_file(upload, "file"), safe_stem(upload.filename)
+
+
+def safe_stem(filename: str | None) -> str:
+    """A file name's stem fit for a download name. The name is only echoed back (in
+    Content-Disposition, or as a batch's entry name), never used as a path; HTTP headers are
+    Latin-1: anything but ASCII letters, digits and -_. is dropped."""
+    stem = PurePosixPath((filename or "image").replace("\\", "/")).stem
+    return "".join(c for c in stem if c.isascii() and (c.isalnum() or c in "-_."))[:100] or "image"
+
+
+def form_field(name: str) -> str | None:
+    """A request option, from the multipart form or else the query string."""
+    return request.form.get(name) or request.args.get(name)
+
+
+def form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (form_field(name) or default).strip().lower()
+    if value == "jpg":
+        value = "jpeg"
+    if value not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def image_response(result: Result, fmt: str, filename: str, started: float) -> Response:
+    response = Response(result.body, mimetype=f"image/{fmt}")
+    response.headers.update(quality_headers(result))
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Model-Used"] = result.model
+    response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
+    return response
+
+
+def request_deadline() -> float:
+    """When this request's time is up, as a time.monotonic() value: REQUEST_TIMEOUT_S from now."""
+    return time.monotonic() + current_settings().request_timeout
+
+
+def _fallback_engine(failure: OutOfMemory) -> Engine:
+    """u2netp on the CPU, for an image the configured model could not get the memory for
+    (BG_REMOVAL_FALLBACK): loaded at the first such run, then kept (it needs about 100 MB at
+    work). Raises ``failure`` again where there is no fallback or it can't be loaded either."""
+    from . import FALLBACK_MODEL, load_engine
+
+    settings, extensions = current_settings(), current_app.extensions
+    if not settings.fallback or current_engine().spec.name == FALLBACK_MODEL:
+        raise failure
+    release_memory()  # what the failed run left
+    with _fallback_lock:
+        if extensions.get("bg_fallback_engine") is None:
+            try:
+                extensions["bg_fallback_engine"] = load_engine(FALLBACK_MODEL, settings, device="cpu")
+            except Exception as exc:
+                log.error("fallback model %s could not be loaded: %s", FALLBACK_MODEL, exc)
+                raise failure from exc
+    log.warning("%s; this image goes to %s (BG_REMOVAL_FALLBACK)", failure.message, FALLBACK_MODEL)
+    extensions["bg_fallback_runs"] = extensions.get("bg_fallback_runs", 0) + 1
+    return extensions["bg_fallback_engine"]
+
+
+def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
+    """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log
+    line. A run that fails for memory is retried once on the fallback model, where allowed."""
+    try:
+        result = cut_out(data, current_engine(), current_settings(), options, deadline)
+    except OutOfMemory as failure:
+        result = cut_out(data, _fallback_engine(failure), current_settings(), options, deadline)
+    note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
+         confidence=round(result.confidence, 3), model=result.model)
+    current_app.extensions["bg_metrics"].model_run.observe(result.model_ms / 1000)
+    return result
+
+
+def quality_headers(result: Result) -> dict[str, str]:
+    """X-Mask-Confidence, and X-Mask-Warning where the mask looks wrong (service/confidence.py)."""
+    headers = {"X-Mask-Confidence": f"{result.confidence:.3f}"}
+    if result.warning:
+        headers["X-Mask-Warning"] = result.warning
+    return headers
+
+
+def size_options() -> dict:
+    """``size``: "default" answers at the processed size (MAX_DIMENSION at most), "full" at the
+    photo's own size up to MAX_OUTPUT_PIXELS (413 beyond)."""
+    if form_choice("size", ("default", "full"), "default") == "default":
+        return {}
+    return {"output_pixels": current_settings().max_output_pixels, "shrink_to_fit": False}
+
+
+def form_flag(name: str) -> bool:
+    value = form_field(name) or "false"
+    if value not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+
+
+# What a refused upload may have read of it to settle its type and declared size: headers sit
+# in the first bytes of every allowed format (a JPEG's may follow up to 64 KB of EXIF).
+SCREEN_BYTES = 256 * 1024
+
+
+def screen_upload(field: str) -> None:
+    """Raise the 4xx the first SCREEN_BYTES of the multipart file ``field`` settle, if any
+    (:func:`service.imaging.check_header`): read from the body as it streams, the rest left
+    unread. For a request about to be refused as busy, which is then refused for what it is."""
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != "multipart/form-data" or not options.get("boundary"):
+        return
+    decoder, stream = MultipartDecoder(options["boundary"].encode("latin-1")), request.stream
+    head, inside, complete = bytearray(), False, False
+    while not complete and len(head) < SCREEN_BYTES:
+        chunk = stream.read(64 * 1024)
+        decoder.receive_data(chunk or None)
+        try:
+            event = decoder.next_event()
+            while not isinstance(event, (NeedData, Epilogue)) and not complete:
+                if isinstance(event, File):
+                    inside = event.name == field
+                elif isinstance(event, Data) and inside:
+                    head += event.data
+                    complete = not event.more_data
+                event = decoder.next_event()
+        except ValueError:  # a malformed body: the refusal stands
+            return
+        if not chunk or isinstance(event, Epilogue):
+            break
+    if head:
+        settings = current_settings()
+        check_header(bytes(head[:SCREEN_BYTES]), complete and len(head) <= SCREEN_BYTES, settings.max_pixels)
+
+
+def shadow_options(only_mask: bool = False) -> dict:
+    """``shadow`` (none, drop, contact) and ``shadow_opacity`` (0–100, default 50) as Options."""
+    from .effects import SHADOWS
+
+    kind = form_choice("shadow", ("none", *SHADOWS), "none")
+    opacity = form_field("shadow_opacity")
+    if kind == "none":
+        if opacity is not None:
+            raise BadRequest("shadow_opacity needs a shadow: give shadow=drop or shadow=contact")
+        return {}
+    if only_mask:
+        raise BadRequest("a shadow is drawn under the cut-out; with only_mask=true there is none")
+    return {"shadow": kind, "shadow_opacity": parse_opacity(opacity, "shadow_opacity")}
+
+
+def parse_opacity(text: str | None, name: str) -> float:
+    """A percentage 0–100 (default 50) as 0–1; BadRequest otherwise."""
+    if text is None:
+        return 0.5
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise BadRequest(f"{name} must be a number from 0 to 100, got {text[:20]!r}")
+    return value / 100
+
+
+def admit_request(deadline: float, field: str = "file"):
+    """Enter the admission gate with this request's declared body size, before the body is read
+    (503 at once when the waiting uploads or the expected wait are over their limits). An upload
+    refused so is first screened (:func:`screen_upload`): what its first bytes show to be wrong
+    gets its 4xx, not the 503, on a busy server as on an idle one."""
+    size = request.content_length or 0
+    if size > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()  # answered (after draining the body) by the error handler
+    reason = admission_gate().refusal(size, deadline)
+    if reason:
+        screen_upload(field)
+        raise admission_gate().refuse(reason)  # even if a turn came free meanwhile: the body is part-read
+    return admission_gate().admit(size, deadline)
