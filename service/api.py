@@ -8,13 +8,9 @@ from flask import Blueprint, current_app, jsonify, render_template
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS
-from .errors import BadColor
-from .imaging import COLOR_FORMS, parse_margin
 from .memory import peak_rss_mb, release_memory, rss_mb
-from .pipeline import Options
-from .web import (admission_gate, admit_request, background, current_engine, current_settings, form_choice,
-                  form_field, form_flag, image_response, request_deadline, require_api_key, run_pipeline,
-                  shadow_options, size_options, uploaded_file)
+from .web import (admission_gate, admit_request, current_engine, current_settings, form_options, image_response,
+                  request_deadline, require_api_key, run_pipeline, uploaded_file)
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 bp.before_request(require_api_key)
@@ -27,16 +23,11 @@ def remove():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        fmt = form_choice("format", ("png", "webp"), "png")
-        only_mask = form_flag("only_mask")
-        options = Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
-                          crop_margin=parse_margin(form_field("crop_margin")),
-                          background=background("bg_image_file", form_field("color"), fmt), **size_options(),
-                          **shadow_options(only_mask))
+        options = form_options(("png", "webp"), "png")
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
-    return image_response(result, fmt, f"{prefix}_{stem}.{fmt}", started)
+    return image_response(result, options.fmt, f"{prefix}_{stem}.{options.fmt}", started)
 
 
 @bp.post("/change_color")
@@ -44,17 +35,11 @@ def change_color():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        fmt = form_choice("format", ("jpeg", "png", "webp"), "jpeg")
-        under = background("bg_image_file", form_field("color"), fmt)
-        if under is None and not form_field("color"):  # None alone is "transparent"
-            raise BadColor(f"missing colour: give color as {COLOR_FORMS}, or a bg_image_file")
-        options = Options(fmt=fmt, refine=form_flag("refine"), crop=form_flag("crop"),
-                          crop_margin=parse_margin(form_field("crop_margin")), background=under, **size_options(),
-                          **shadow_options())
+        options = form_options(("jpeg", "png", "webp"), "jpeg", needs_background=True)
         with turn():
             result = run_pipeline(data, options, deadline)
-    extension = "jpg" if fmt == "jpeg" else fmt
-    return image_response(result, fmt, f"bg_{stem}.{extension}", started)
+    extension = "jpg" if options.fmt == "jpeg" else options.fmt
+    return image_response(result, options.fmt, f"bg_{stem}.{extension}", started)
 
 
 def _device(about: dict) -> dict:

@@ -26,11 +26,10 @@ from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from .web import (form_choice, form_flag, form_field, admission_gate, require_api_key, size_options, background, current_settings,
-                  read_file, request_deadline, run_pipeline, safe_stem, shadow_options)
 from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, drain_body, memory_exhausted
-from .imaging import parse_margin
 from .pipeline import Options
+from .web import (admission_gate, current_settings, form_options, read_file, request_deadline, require_api_key,
+                  run_pipeline, safe_stem)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("batch", __name__, url_prefix="/api/bg")
@@ -179,12 +178,7 @@ def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
 
 def request_options() -> Options:
     """The options of a batch or a job: those of /api/bg/remove, for every image."""
-    fmt = form_choice("format", ("png", "webp"), "png")
-    only_mask = form_flag("only_mask")
-    return Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
-                   crop_margin=parse_margin(form_field("crop_margin")),
-                   background=background("bg_image_file", form_field("color"), fmt), **size_options(),
-                   **shadow_options(only_mask))
+    return form_options(("png", "webp"), "png")
 
 
 def output_prefix(options: Options) -> str:

@@ -425,6 +425,70 @@ def place_subject(image: Image.Image, mask: Image.Image, scale: float | None,
     return placed[0], placed[1]
 
 
+_CANVAS = re.compile(r"^(\d{1,6})\s*x\s*(\d{1,6})$")
+_PADDING = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
+ALIGNMENTS = {"horizontal_alignment": {"left": 0.0, "center": 0.5, "right": 1.0},
+              "vertical_alignment": {"top": 0.0, "center": 0.5, "bottom": 1.0}}
+
+
+def parse_canvas(text: str | None, max_pixels: int) -> tuple[int, int] | None:
+    """``output_size``: ``WxH`` in pixels (None when not given) → (width, height). Raises
+    BadRequest for another shape, ImageTooLarge (413) past ``max_pixels``."""
+    if not text or not text.strip():
+        return None
+    match = _CANVAS.match(text.strip().lower())
+    if not match or 0 in (int(match.group(1)), int(match.group(2))):
+        raise BadRequest(f"output_size is WIDTHxHEIGHT in pixels, like 1000x1000, got {text[:40]!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"output_size {width}x{height} is {width * height:,} pixels; answers go up to "
+                            f"{max_pixels:,} (MAX_OUTPUT_PIXELS)")
+    return width, height
+
+
+def parse_padding(text: str | None, canvas: tuple[int, int] | None) -> tuple[int, int]:
+    """``padding`` as Photoroom writes it, the room left between the subject and each edge of
+    the canvas: a ratio from 0 to 0.49 of the canvas' width and height (0.1), a percentage
+    (10%) or pixels (100px) → (horizontal, vertical) pixels. Raises BadRequest."""
+    if not text or not text.strip():
+        return 0, 0
+    if canvas is None:
+        raise BadRequest("padding is room inside a canvas: give output_size too (or crop with crop_margin)")
+    match = _PADDING.match(text.strip().lower())
+    if not match:
+        raise BadRequest(f"padding is a ratio (0.1), a percentage (10%) or pixels (100px), got {text[:40]!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    if unit == "px":
+        pads = (round(value), round(value))
+        if 2 * pads[0] >= canvas[0] or 2 * pads[1] >= canvas[1]:
+            raise BadRequest(f"padding {text.strip()} leaves no room in a {canvas[0]}x{canvas[1]} canvas")
+        return pads
+    share = value / 100 if unit == "%" else value
+    if share >= 0.5:
+        raise BadRequest(f"padding is less than half the canvas (0 to 0.49, or 0% to 49%), got {text.strip()!r}")
+    return round(share * canvas[0]), round(share * canvas[1])
+
+
+def fit_to_canvas(image: Image.Image, mask: Image.Image, canvas: tuple[int, int], padding: tuple[int, int],
+                  align: tuple[float, float]) -> tuple[Image.Image, Image.Image]:
+    """``image`` and ``mask`` as a ``canvas`` (width, height) holding the subject (every pixel
+    above CERTAIN_LEVEL) scaled, up or down, to fit inside ``padding`` pixels from the edges,
+    placed by ``align`` (0 left or top, 1 right or bottom) in the room it leaves; transparent
+    (0 in the mask) elsewhere. An empty mask gives an empty canvas."""
+    placed = [Image.new(layer.mode, canvas, 0) for layer in (image, mask)]
+    box = subject_box(mask, CERTAIN_LEVEL + 1)
+    if box is None:
+        return placed[0], placed[1]
+    width, height = box[2] - box[0], box[3] - box[1]
+    room = (canvas[0] - 2 * padding[0], canvas[1] - 2 * padding[1])
+    factor = min(room[0] / width, room[1] / height)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    at = (padding[0] + round((room[0] - size[0]) * align[0]), padding[1] + round((room[1] - size[1]) * align[1]))
+    for canvas_layer, layer in zip(placed, (image, mask)):  # resized straight from the box: no copy of the crop
+        canvas_layer.paste(layer.resize(size, Image.Resampling.LANCZOS, box=box), at)
+    return placed[0], placed[1]
+
+
 def encode(image: Image.Image, fmt: str) -> bytes:
     """Image → bytes of ``fmt`` ("png", "webp", "jpeg" or "zip").
 

@@ -45,7 +45,25 @@ _SHADOW = {"shadow": {"type": "string", "enum": ["none", "drop", "contact"], "de
                       "description": "a shadow drawn from the mask under the cut-out: drop (offset, soft) or "
                                      "contact (flattened under the subject's base)"},
            "shadow_opacity": {"type": "number", "minimum": 0, "maximum": 100, "default": 50,
-                              "description": "percent; only with a shadow"}}
+                              "description": "percent; only with a shadow"},
+           "outline_width": {"type": "integer", "minimum": 1, "maximum": 200,
+                             "description": "a border this many pixels wide round the subject (a sticker's)"},
+           "outline_color": {**_COLOR, "default": "white", "description": "the border's colour; with outline_width"},
+           "output_size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "examples": ["1000x1000"],
+                           "description": "a canvas of WIDTHxHEIGHT pixels (up to MAX_OUTPUT_PIXELS, 413 beyond), "
+                                          "the subject fitted inside the padding, from the cut-out at the size "
+                                          "asked (size=full for a canvas larger than the default's)"},
+           "padding": {"type": "string", "examples": ["0.1", "10%", "50px"],
+                       "description": "with output_size: room between the subject and each edge, a ratio 0–0.49, "
+                                      "a percentage or pixels"},
+           "horizontal_alignment": {"type": "string", "enum": ["left", "center", "right"], "default": "center",
+                                    "description": "with output_size"},
+           "vertical_alignment": {"type": "string", "enum": ["top", "center", "bottom"], "default": "center",
+                                  "description": "with output_size"},
+           "bg_blur": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
+                       "description": "keep the photo's own background, blurred by this radius in % of its long "
+                                      "side (2: a portrait look); instead of a colour or image, not with crop "
+                                      "or output_size"}}
 _BACKGROUND = {"bg_image_file": {"type": "string", "format": "binary",
                                  "description": "an image to put the subject on, scaled to cover; "
                                                 "instead of color"},

@@ -2,8 +2,9 @@
 CLI and eval.
 
 ``decode → predict (run, postprocess) → scale to the answer's size → refine → cut out → crop →
-place → compose → encode``: each caller adds only its own edge (an HTTP form, files on disk, a
-score table), so what the bench measures through the API is what users of every entry point get.
+canvas → place → outline → shadow → compose (or blur) → encode``: each caller adds only its own
+edge (an HTTP form, files on disk, a score table), so what the bench measures through the API is
+what users of every entry point get.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from PIL import Image
 from .confidence import mask_confidence
 from .config import Settings
 from .engines import Engine
-from .effects import with_shadow
+from .effects import blurred_background, with_outline, with_shadow
 from .errors import ImageTooLarge
 from .imaging import (Background, Decoded, Length, clear_outside, combine_alpha, compose, crop_to_subject, cutout,
-                      decode_upload, encode, place_subject, shrink)
+                      decode_upload, encode, fit_to_canvas, place_subject, shrink)
 from .matting import estimate_foreground, refine_mask
 
 
@@ -37,8 +38,12 @@ class Options:
     ``output_pixels``: answer at the photo's own size, scaled down to at most this many pixels
     (None: at the size it is processed at, MAX_DIMENSION on the long side at most); with
     ``shrink_to_fit`` False a larger photo is refused (ImageTooLarge, 413) instead.
-    ``shadow``: "drop" or "contact", drawn under the cut-out (:mod:`service.effects`; None: none),
-    at ``shadow_opacity`` (0–1).
+    ``canvas``: the answer as a (width, height) canvas, the subject fitted inside ``padding``
+    (x, y pixels) and placed by ``align`` (:func:`service.imaging.fit_to_canvas`; None: no canvas).
+    Drawn from the mask (:mod:`service.effects`): ``outline_width`` pixels of ``outline_color``
+    round the subject (0: none); ``shadow``, "drop" or "contact", under it at ``shadow_opacity``
+    (0–1; None: none); ``bg_blur``, the photo's own background blurred by this fraction of its
+    long side instead of removed (0: removed).
     """
     fmt: str | None = "png"
     only_mask: bool = False
@@ -52,8 +57,14 @@ class Options:
     background: Background | None = None
     output_pixels: int | None = None
     shrink_to_fit: bool = True
+    canvas: tuple[int, int] | None = None
+    padding: tuple[int, int] = (0, 0)
+    align: tuple[float, float] = (0.5, 0.5)
+    outline_width: int = 0
+    outline_color: tuple[int, ...] = (255, 255, 255)
     shadow: str | None = None
     shadow_opacity: float = 0.5
+    bg_blur: float = 0.0
 
 
 @dataclass
@@ -109,11 +120,21 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
                                                    clear_hidden=options.fmt != "zip")
     if options.crop:
         image, mask = crop_to_subject(image, mask, options.crop_margin)
+    if options.canvas:
+        image, mask = fit_to_canvas(image, mask, options.canvas, options.padding, options.align)
     if options.scale or options.position:
         image, mask = place_subject(image, mask, options.scale, options.position)
-    if options.shadow and not options.only_mask:
-        image = with_shadow(image, mask, options.shadow, options.shadow_opacity)
     if not options.only_mask:
-        image = compose(image, options.background)
+        if options.outline_width:
+            image = with_outline(image, options.outline_width, options.outline_color)
+        if options.shadow:  # the outline's shape, where there is one
+            image = with_shadow(image, image.getchannel("A") if options.outline_width else mask,
+                                options.shadow, options.shadow_opacity)
+        if options.bg_blur:  # the frame is the photo's (no crop, canvas or placing: refused before)
+            under = blurred_background(decoded.rgb, mask, options.bg_blur)
+            under.paste(image, (0, 0), image)  # over an opaque layer: its alpha is the paste's mask
+            image = under
+        else:
+            image = compose(image, options.background)
     body = encode(image, options.fmt) if options.fmt else None
     return Result(decoded, mask, image, body, engine.label, model_ms, confidence, warning)

@@ -16,12 +16,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .web import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
-                  quality_headers, request_deadline, run_pipeline)
 from .download import download
 from .errors import Busy, ServiceError, drain_body, memory_exhausted
 from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
 from .pipeline import Options
+from .web import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
+                  quality_headers, request_deadline, run_pipeline)
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 

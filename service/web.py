@@ -20,7 +20,8 @@ from .config import Settings
 from .engines import Engine
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
 from .gate import AdmissionGate
-from .imaging import Background, check_header, decode_upload, parse_color
+from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
+                      parse_margin, parse_padding)
 from .memory import release_memory
 from .pipeline import Options, Result, cut_out
 from .requestlog import note
@@ -240,6 +241,75 @@ def shadow_options(only_mask: bool = False) -> dict:
     if only_mask:
         raise BadRequest("a shadow is drawn under the cut-out; with only_mask=true there is none")
     return {"shadow": kind, "shadow_opacity": parse_opacity(opacity, "shadow_opacity")}
+
+
+def form_options(formats: tuple[str, ...], default: str, needs_background: bool = False) -> Options:
+    """The pipeline's Options from the form of /api/bg/remove (and of a batch or job), or of
+    /api/bg/change_color (``needs_background``: a colour, an image or a blur must be given)."""
+    fmt = form_choice("format", formats, default)
+    only_mask = form_flag("only_mask")
+    under = background("bg_image_file", form_field("color"), fmt)
+    effects = effect_options(only_mask, under is not None or bool(form_field("color")))
+    if needs_background and under is None and not form_field("color") and not effects.get("bg_blur"):
+        raise BadColor(f"missing colour: give color as {COLOR_FORMS}, a bg_image_file or bg_blur")
+    # a canvas is filled from the cut-out at the size ``size`` asks for (the default's, scaled up
+    # to a larger canvas; size=full: the photo's own): its memory stays that size's
+    return Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
+                   crop_margin=parse_margin(form_field("crop_margin")), background=under, **size_options(),
+                   **shadow_options(only_mask), **effects)
+
+
+def effect_options(only_mask: bool, has_background: bool) -> dict:
+    """``output_size``, ``padding``, ``horizontal_alignment``, ``vertical_alignment``,
+    ``outline_width``, ``outline_color`` and ``bg_blur`` as Options; BadRequest for values out of
+    range and for what cannot go together."""
+    from .effects import BLUR_MAX, OUTLINE_MAX
+
+    canvas = parse_canvas(form_field("output_size"), current_settings().max_output_pixels)
+    options: dict = {}
+    if canvas:
+        options.update(canvas=canvas, padding=parse_padding(form_field("padding"), canvas),
+                       align=tuple(ALIGNMENTS[name][form_choice(name, tuple(ALIGNMENTS[name]), "center")]
+                                   for name in ALIGNMENTS))
+    else:
+        parse_padding(form_field("padding"), None)  # refused without a canvas
+        for name in ALIGNMENTS:
+            if form_field(name):
+                raise BadRequest(f"{name} places the subject on a canvas: give output_size too")
+    width, color = form_field("outline_width"), form_field("outline_color")
+    if width is not None:
+        if not width.isdigit() or not 1 <= int(width) <= OUTLINE_MAX:
+            raise BadRequest(f"outline_width is a whole number of pixels from 1 to {OUTLINE_MAX}, got {width[:20]!r}")
+        if only_mask:
+            raise BadRequest("an outline is drawn round the cut-out; with only_mask=true there is none")
+        options["outline_width"] = int(width)
+        if color is not None:
+            try:
+                value = parse_color(color)
+            except BadColor as exc:
+                raise BadColor(f"outline_color: {exc.message}") from None
+            if value is None:
+                raise BadColor("outline_color: an outline needs a visible colour, not transparent")
+            options["outline_color"] = value
+    elif color is not None:
+        raise BadRequest("outline_color needs outline_width")
+    blur = form_field("bg_blur")
+    if blur is not None:
+        text = blur.strip().rstrip("%")
+        try:
+            share = float(text) / 100
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= BLUR_MAX:
+            raise BadRequest(f"bg_blur is the blur's radius in % of the photo's long side, above 0 and at most "
+                             f"{BLUR_MAX * 100:g}, got {blur[:20]!r}")
+        clashes = [name for name, given in (("only_mask", only_mask), ("a background", has_background),
+                                             ("crop", form_flag("crop")), ("output_size", canvas)) if given]
+        if clashes:
+            raise BadRequest(f"bg_blur keeps the photo's own background in its own frame: it does not go with "
+                             f"{clashes[0]}")
+        options["bg_blur"] = share
+    return options
 
 
 def parse_opacity(text: str | None, name: str) -> float:

@@ -82,10 +82,13 @@ def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, mod
         hostile = [("bomb.png", png_header_only(65000, 65000)), ("junk.jpg", os.urandom(200_000)),
                    ("cut.jpg", photo[: len(photo) // 3]), ("huge.jpg", b"\xff" * (9 * 2**20))]
         uploads = [(name, photo)] * 12 + hostile * 2
+        # the photos ask, in turn, for each operation drawn at the answer's size after the cut-out
+        operations = [{}, {"shadow": "drop"}, {"outline_width": "20"}, {"bg_blur": "2"},
+                      {"output_size": "2000x2000", "padding": "5%", "shadow": "contact", "color": "white"},
+                      {"output_size": "1200x1600", "outline_width": "8", "vertical_alignment": "bottom"}]
         with ThreadPoolExecutor(12) as pool:
-            # every other photo with a drop shadow: an operation of its own at the answer's size
             responses = list(pool.map(lambda iu: server.post("/api/bg/remove", files={"file": iu[1]},
-                                                             data={"shadow": "drop"} if iu[0] % 2 else {}),
+                                                             data=operations[iu[0] % len(operations)]),
                                       enumerate(uploads)))
         statuses = [r.status_code for r in responses]
         assert all(s < 300 or 400 <= s < 500 or s == 503 for s in statuses), statuses

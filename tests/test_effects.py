@@ -1,5 +1,6 @@
-"""Shadows drawn from the mask: where they fall, how dark, what they leave alone; and over HTTP on
-both APIs, with every bad value refused in each API's error shape."""
+"""What is drawn from the mask (shadows, outlines, the background blurred) and the canvas: where
+each falls, what it leaves alone; and over HTTP on both APIs, with every bad value refused in each
+API's error shape."""
 from __future__ import annotations
 
 import io
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from service.effects import shadow_alpha, with_shadow
-from service.imaging import cutout
+from service.effects import blurred_background, shadow_alpha, with_outline, with_shadow
+from service.imaging import cutout, fit_to_canvas, parse_padding
 
 from .support import save
 
@@ -57,6 +58,48 @@ def test_no_subject_no_shadow_and_a_large_answer_costs_a_small_layer():
         shadow_alpha(mask, "3d", 0.5)
 
 
+def test_an_outline_is_a_border_of_its_width_under_the_subject():
+    photo, mask = subject()
+    cut = cutout(photo, mask)
+    outlined = np.asarray(with_outline(cut, 12, (255, 255, 0)))
+    inside = np.asarray(mask) == 255
+    assert np.array_equal(outlined[inside], np.asarray(cut)[inside])  # the subject as it was
+    assert tuple(outlined[140, 250 + 6]) == (255, 255, 0, 255)  # 6 px right of the edge: yellow
+    assert outlined[140, 250 + 16, 3] == 0 and outlined[140, 150 - 16, 3] == 0  # 16 px off: nothing
+    row = outlined[140, 251:280, 3]
+    assert 9 <= np.argmax(row < 128) <= 14  # the border ends about 12 px out, both sides alike
+    assert abs(int(np.argmax(row < 128)) - int(np.argmax(outlined[140, 149::-1, 3][:29] < 128))) <= 1
+    assert outlined[60 - 8, 150 - 8, 3] < outlined[60 - 8, 200, 3]  # a round corner, not a square one
+    empty = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    assert with_outline(empty, 5, (255, 255, 255)) is empty
+
+
+def test_the_background_is_blurred_without_the_subject_s_colours():
+    photo, mask = subject()
+    ImageDraw.Draw(photo).rectangle((0, 0, 60, 300), fill=(20, 200, 20))  # a green strip at the left
+    blurred = np.asarray(blurred_background(photo, mask, 0.03), dtype=int)
+    assert blurred.shape == (300, 400, 3)
+    assert blurred[150, 60 + 3, 1] < 200 and blurred[150, 60 + 3, 1] > 90  # the strip's edge is soft
+    red = blurred[:, :, 0] - blurred[:, :, 2]  # the red block must not bleed into its surroundings
+    assert np.abs(red[np.asarray(mask) == 0][:, None]).max() <= 12
+    assert blurred_background(photo, Image.new("L", (400, 300), 255), 0.03).size == (400, 300)  # all subject
+
+
+def test_a_canvas_holds_the_subject_fitted_inside_its_padding_where_it_is_aligned():
+    photo, mask = subject()  # a 101x161 block
+    cut = cutout(photo, mask)
+    padding = parse_padding("0.1", (500, 500))
+    image, placed = fit_to_canvas(cut, mask, (500, 500), padding, (0.5, 1.0))
+    assert image.size == placed.size == (500, 500) and padding == (50, 50)
+    box = placed.point(lambda v: 255 if v >= 128 else 0).getbbox()
+    assert box[1] == 50 and box[3] == 450  # fills the height inside the padding (scaled up)
+    assert abs((box[0] + box[2]) / 2 - 250) <= 1
+    image, placed = fit_to_canvas(cut, mask, (600, 200), (10, 10), (0.0, 0.5))
+    assert placed.point(lambda v: 255 if v >= 128 else 0).getbbox()[0] == 10  # at the left, 10 px in
+    image, placed = fit_to_canvas(cut, Image.new("L", (400, 300), 0), (80, 60), (0, 0), (0.5, 0.5))
+    assert image.size == (80, 60) and image.getbbox() is None  # no subject: an empty canvas
+
+
 def alpha_of(response) -> np.ndarray:
     assert response.status_code == 200, response.text
     with Image.open(io.BytesIO(response.content)) as image:
@@ -102,3 +145,61 @@ def test_bad_shadow_values_get_a_clear_400(u2netp_server, path, fields, code):
     assert found == code
     if fields.get("shadow_type") in ("car", "3D"):
         assert "needs a model this server does not have" in body["errors"][0]["detail"]
+
+
+def test_outline_blur_and_canvas_over_http(u2netp_server, sample_photo):
+    photo = {"file": ("astronaut.jpg", sample_photo.read_bytes())}
+    plain = alpha_of(u2netp_server.post("/api/bg/remove", files=photo))
+    outlined = alpha_of(u2netp_server.post("/api/bg/remove", files=photo,
+                                           data={"outline_width": "8", "outline_color": "#ff0"}))
+    assert (outlined >= plain).all() and (outlined > 128).sum() > (plain > 128).sum()
+    canvas = u2netp_server.post("/api/bg/remove", files=photo, data={
+        "output_size": "800x600", "padding": "5%", "vertical_alignment": "bottom", "shadow": "contact"})
+    placed = alpha_of(canvas)
+    assert placed.shape == (600, 800)
+    rows = np.nonzero(placed.max(axis=1) > 128)[0]
+    assert rows.max() >= 600 - 30 - 3 and rows.min() >= 30 - 3  # on the bottom padding's line, inside it
+    blurred = u2netp_server.post("/api/bg/change_color", files=photo, data={"bg_blur": "2"})
+    assert blurred.status_code == 200 and blurred.headers["Content-Type"] == "image/jpeg", blurred.text
+    with Image.open(io.BytesIO(blurred.content)) as image, Image.open(sample_photo) as original:
+        assert image.size == original.size  # the photo's own frame
+        sharp, soft = (np.asarray(im.convert("L"), dtype=float) for im in (original, image))
+        background = plain < 10
+        # the background lost its detail: far less contrast between neighbours than in the photo
+        assert np.abs(np.diff(soft, axis=1))[background[:, 1:]].mean() < \
+            0.5 * np.abs(np.diff(sharp, axis=1))[background[:, 1:]].mean()
+    batch = u2netp_server.post("/api/bg/batch", files=[("file", ("a.jpg", sample_photo.read_bytes()))],
+                               data={"output_size": "300x300", "outline_width": "4"})
+    assert batch.status_code == 200
+
+
+@pytest.mark.parametrize("fields, status", [
+    ({"output_size": "100000x100000"}, 413),
+    ({"output_size": "1000"}, 400),
+    ({"output_size": "0x100"}, 400),
+    ({"output_size": "100x100", "padding": "-5%"}, 400),
+    ({"output_size": "100x100", "padding": "0.5"}, 400),
+    ({"output_size": "100x100", "padding": "50px"}, 400),
+    ({"padding": "10%"}, 400),
+    ({"horizontal_alignment": "left"}, 400),
+    ({"output_size": "100x100", "vertical_alignment": "middle"}, 400),
+    ({"outline_width": "0"}, 400),
+    ({"outline_width": "-3"}, 400),
+    ({"outline_width": "500"}, 400),
+    ({"outline_width": "5", "outline_color": "transparent"}, 400),
+    ({"outline_width": "5", "outline_color": "nocolour"}, 400),
+    ({"outline_color": "red"}, 400),
+    ({"outline_width": "5", "only_mask": "true"}, 400),
+    ({"bg_blur": "0"}, 400),
+    ({"bg_blur": "50"}, 400),
+    ({"bg_blur": "soft"}, 400),
+    ({"bg_blur": "2", "color": "white"}, 400),
+    ({"bg_blur": "2", "crop": "true"}, 400),
+    ({"bg_blur": "2", "output_size": "100x100"}, 400),
+    ({"bg_blur": "2", "only_mask": "true"}, 400),
+])
+def test_bad_canvas_outline_and_blur_values_get_a_clear_4xx(u2netp_server, fields, status):
+    response = u2netp_server.post("/api/bg/remove", files={"file": ("p.png", save(Image.new("RGB", (32, 32)), "PNG"))},
+                                  data=fields)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]

@@ -9,10 +9,10 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from redis.exceptions import RedisError
 
-from ..web import admission_gate, current_settings, key_accepted
 from ..batch import output_name, request_items, request_options
-from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
 from ..download import check_url
+from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
+from ..web import admission_gate, current_settings, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
