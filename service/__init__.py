@@ -61,8 +61,10 @@ def create_app(config: Mapping[str, str] | None = None):
     from .config import Settings
     from .errors import register_error_handlers
     from .gate import AdmissionGate
+    from .keys import KeyRing
     from .metrics import Metrics
     from .requestlog import init_app as init_request_log
+    from .web import rate_limit_headers
 
     settings = Settings.from_env({**os.environ, **(config or {})})
 
@@ -86,6 +88,7 @@ def create_app(config: Mapping[str, str] | None = None):
     app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting)
     app.extensions["bg_draining"] = threading.Event()  # set at SIGTERM (service/server.py)
     app.extensions["bg_metrics"] = Metrics(app.extensions["bg_gate"], engine)
+    app.extensions["bg_keys"] = KeyRing(list(settings.api_keys), settings.rate_limit)
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)
@@ -94,7 +97,8 @@ def create_app(config: Mapping[str, str] | None = None):
     app.register_blueprint(removebg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
-    app.extensions["bg_metrics"].init_app(app, settings.api_key if settings.metrics_require_key else None)
+    app.extensions["bg_metrics"].init_app(app, settings.metrics_require_key)
+    app.after_request(rate_limit_headers)
 
     about = engine.describe()
     reasons = [(kind, r) for kind, r in (("engine", about["fallback_reason"]),

@@ -138,5 +138,5 @@ def index():
         max_file_size_mb=settings.max_file_size_mb,
         max_dimension=settings.max_dimension,
         extensions=", ".join(ALLOWED_EXTENSIONS),
-        api_key_required=settings.api_key is not None,
+        api_key_required=bool(settings.api_keys),
     )

@@ -57,9 +57,33 @@ def _networks(env: Mapping[str, str], name: str) -> tuple:
         raise ConfigError(f"{name} must be networks like 10.0.0.0/8, separated by commas: {exc}") from None
 
 
+def _api_keys(env: Mapping[str, str]) -> tuple:
+    """Every key of API_KEY, API_KEYS and API_KEYS_FILE (service/keys.py), each once."""
+    from .keys import KeyFileError, read_key_file
+
+    keys = [(k, None) for k in [env.get("API_KEY") or "", *(env.get("API_KEYS") or "").split(",")] if k.strip()]
+    keys = [(k.strip(), limit) for k, limit in keys]
+    if env.get("API_KEYS_FILE"):
+        try:
+            keys += read_key_file(Path(env["API_KEYS_FILE"]).expanduser())
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
+    unique: dict[str, int | None] = {}
+    for key, limit in keys:
+        unique[key] = limit if limit is not None else unique.get(key)
+    return tuple(unique.items())
+
+
+def _rate_limit(env: Mapping[str, str], keys: tuple) -> int | None:
+    limit = _int(env, "RATE_LIMIT_PER_MINUTE", 0, 0, 1_000_000)
+    if limit and not keys:
+        raise ConfigError("RATE_LIMIT_PER_MINUTE limits each API key: set API_KEY, API_KEYS or API_KEYS_FILE too")
+    return limit or None
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every setting of the service; ``repr`` never shows the API key."""
+    """Every setting of the service; ``repr`` never shows the API keys."""
     model: str = DEFAULT_MODEL
     model_dir: Path = Path()
     mirror: Path | None = None
@@ -80,7 +104,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
     web_threads: int = 16                       # requests read and held at once (running, waiting, status)
-    api_key: str | None = field(default=None, repr=False)  # when set, POSTs under /api/bg need X-API-Key
+    # API_KEY, API_KEYS, API_KEYS_FILE (service/keys.py): ((key, its limit or None), …); none: open
+    api_keys: tuple = field(default=(), repr=False)
+    rate_limit: int | None = None               # requests a minute for a key with no limit of its own
     cors_origins: tuple[str, ...] = ()          # origins allowed to call the API from a browser; "*" = any
     allow_image_url: bool = False               # remove.bg's image_url and bg_image_url (service/download.py)
     image_url_networks: tuple = ()              # networks trusted for image_url besides public addresses
@@ -109,6 +135,7 @@ class Settings:
                 f"BG_REMOVAL_MODEL={model!r} is not a known model; choose one of {', '.join(CATALOG)}"
             )
         mirror = env.get("BG_MODEL_MIRROR")
+        keys = _api_keys(env)
         return cls(
             model=model,
             model_dir=Path(env.get("MODEL_DIR") or default_model_dir(env)).expanduser(),
@@ -130,7 +157,8 @@ class Settings:
             host=env.get("HOST") or "0.0.0.0",
             port=_int(env, "PORT", 5000, 1, 65535),
             web_threads=_int(env, "WEB_THREADS", 16, 1, 256),
-            api_key=env.get("API_KEY") or None,
+            api_keys=keys,
+            rate_limit=_rate_limit(env, keys),
             cors_origins=tuple(o.strip().rstrip("/") for o in (env.get("CORS_ORIGINS") or "").split(",") if o.strip()),
             allow_image_url=_choice(env, "ALLOW_IMAGE_URL", ("true", "false"), "false") == "true",
             image_url_networks=_networks(env, "IMAGE_URL_ALLOW_NETWORKS"),

@@ -22,6 +22,10 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides the JSON body."""
+        return {}
+
 
 class BadRequest(ServiceError):
     status, code = 400, "bad_request"
@@ -62,6 +66,9 @@ class Busy(ServiceError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class TimedOut(Busy):
@@ -119,8 +126,7 @@ def _snake(name: str) -> str:
 def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError):
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
-        return error_response(exc.status, exc.code, exc.message, headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers())
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc):

@@ -10,7 +10,6 @@ deploy/kubernetes scales on.
 """
 from __future__ import annotations
 
-import hmac
 import time
 
 from flask import Flask, Response, g, request
@@ -81,9 +80,10 @@ class Metrics:
         self.registry.register(_MemoryCollector())
         gate.observer = lambda waited, _ran: self.queue_wait.observe(waited)
 
-    def init_app(self, app: Flask, api_key: str | None) -> None:
-        """Count every answer, and serve ``GET /metrics`` (behind ``api_key`` when it is given:
-        ``X-API-Key`` or ``Authorization: Bearer``, as Prometheus' scrape config sends it)."""
+    def init_app(self, app: Flask, require_key: bool) -> None:
+        """Count every answer, and serve ``GET /metrics`` (behind the API keys with
+        ``require_key``: ``X-API-Key`` or ``Authorization: Bearer``, as Prometheus' scrape config
+        sends it; a scrape never counts against a key's rate limit)."""
 
         @app.after_request
         def _count(response):
@@ -94,9 +94,9 @@ class Metrics:
 
         @app.get("/metrics")
         def metrics():
-            if api_key:
+            keys = app.extensions["bg_keys"]
+            if require_key and keys.required:
                 bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-                given = request.headers.get("X-API-Key") or bearer
-                if not hmac.compare_digest(given.encode(), api_key.encode()):
+                if keys.match(request.headers.get("X-API-Key") or bearer) is None:
                     raise Unauthorized("/metrics needs the API key: X-API-Key or Authorization: Bearer")
             return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)

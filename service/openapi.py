@@ -16,7 +16,10 @@ _BYTE = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0–255, no leading z
 _ERROR_CODES = {
     "400": "Missing file (`missing_file`), not an image (`not_an_image`), bad colour (`bad_color`) "
            "or another bad parameter (`bad_request`)",
-    "401": "`API_KEY` is set and `X-API-Key` is missing or wrong (`unauthorized`)",
+    "401": "API keys are set (API_KEY, API_KEYS, API_KEYS_FILE) and `X-API-Key` is missing or wrong "
+           "(`unauthorized`)",
+    "429": "The API key's rate limit is reached (`rate_limited`); `Retry-After` and `X-RateLimit-Reset` say when "
+           "it starts again",
     "413": "Upload over the size limit (`file_too_large`) or declared pixels over the budget (`image_too_large`)",
     "415": "A recognised image format that is not accepted (`unsupported_type`)",
     "404": "No such job (`job_not_found`: never made, or its results expired), or jobs are off on this server "
@@ -79,16 +82,24 @@ def _json(description: str, schema: str | dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str, retry: bool = False) -> dict:
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {"schema": {"type": "integer", "minimum": 1},
+                          "description": "requests a minute this API key may make; only for a key with a limit"},
+    "X-RateLimit-Remaining": {"schema": {"type": "integer", "minimum": 0}},
+    "X-RateLimit-Reset": {"schema": {"type": "integer"}, "description": "when the window ends, Unix seconds"},
+}
+
+
+def _error(description: str, retry: bool = False, limit: bool = False) -> dict:
     response = _json(description, "Error")
     if retry:
         response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
-                                               "description": "seconds"}}
+                                               "description": "seconds"}, **(_RATE_LIMIT_HEADERS if limit else {})}
     return response
 
 
 def _errors(*codes: str) -> dict:
-    return {code: _error(_ERROR_CODES[code], retry=code == "503") for code in codes}
+    return {code: _error(_ERROR_CODES[code], retry=code in ("429", "503"), limit=code == "429") for code in codes}
 
 
 def _image_response(media: list[str], description: str) -> dict:
@@ -99,6 +110,7 @@ def _image_response(media: list[str], description: str) -> dict:
             "X-Processing-Time-Ms": {"schema": {"type": "integer", "minimum": 0}},
             "Content-Disposition": {"schema": {"type": "string"}},
             **_QUALITY_HEADERS,
+            **_RATE_LIMIT_HEADERS,
         },
         "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in media},
     }
@@ -161,13 +173,37 @@ def _removebg_operation() -> dict:
                 k: v for k, v in params.items() if k not in ("image_file", "bg_image_file")}}}}},
         "responses": {
             "200": {"description": "the result image, or with `Accept: application/json` its base64 in JSON",
-                    "headers": {**box, **_QUALITY_HEADERS},
+                    "headers": {**box, **_QUALITY_HEADERS, **_RATE_LIMIT_HEADERS},
                     "content": {**{m: {"schema": {"type": "string", "format": "binary"}}
                                    for m in ("image/png", "image/jpeg", "image/webp", "application/zip")},
                                 "application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgResult"}}}},
-            "400": errors, "403": errors, "413": errors, "415": errors, "500": errors, "503": busy,
+            "400": errors, "403": errors, "413": errors, "415": errors,
+            "429": {**errors, "headers": {**busy["headers"], **_RATE_LIMIT_HEADERS}}, "500": errors, "503": busy,
         },
     }}
+
+
+def _account_operation() -> dict:
+    """GET /v1.0/account in remove.bg's shape (service/removebg.py)."""
+    count = {"type": "integer", "minimum": 0}
+    schema = {"type": "object", "required": ["data"], "properties": {"data": {
+        "type": "object", "required": ["attributes"], "properties": {"attributes": {
+            "type": "object", "required": ["credits", "api"], "properties": {
+                "credits": {"type": "object", "required": ["total", "subscription", "payg", "enterprise"],
+                            "properties": {k: count for k in ("total", "subscription", "payg", "enterprise")},
+                            "description": "all 0: nothing is bought or charged here"},
+                "api": {"type": "object", "required": ["free_calls", "sizes"], "properties": {
+                    "free_calls": {**count, "description": "what the key has left of its rate limit this "
+                                                           "minute; 1000000 where nothing limits it"},
+                    "sizes": {"type": "string", "enum": ["all"]}}}}}}}}}
+    errors = {"description": "remove.bg's error shape",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
+    return {"get": {
+        "summary": "remove.bg's account call: credits (none are charged) and the calls the key has left",
+        "security": [{}, {"RemoveBgKey": []}],
+        "responses": {"200": {"description": "the account", "headers": _RATE_LIMIT_HEADERS,
+                              "content": {"application/json": {"schema": schema}}},
+                      "403": errors}}}
 
 
 def openapi_document(settings: Settings) -> dict:
@@ -183,9 +219,9 @@ def openapi_document(settings: Settings) -> dict:
         },
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                                           "description": "needed on POST endpoints only when API_KEY is set"},
+                                           "description": "needed on POST endpoints only where API keys are set"},
                                 "RemoveBgKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
-                                                "description": "remove.bg's header; needed only when API_KEY is set"}},
+                                                "description": "remove.bg's header; needed only where API keys are set"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "code"], "additionalProperties": False,
                           "properties": {"error": {"type": "string"}, "code": {"type": "string"}}},
@@ -295,7 +331,7 @@ def openapi_document(settings: Settings) -> dict:
                 }, []),
                 "responses": {"200": _image_response(["image/png", "image/webp"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
-                              **_errors("400", "401", "413", "415", "500", "503")},
+                              **_errors("400", "401", "413", "415", "429", "500", "503")},
             }},
             "/api/bg/change_color": {"post": {
                 "summary": "Put the subject on a colour or an image",
@@ -312,7 +348,7 @@ def openapi_document(settings: Settings) -> dict:
                     **_SHADOW,
                 }, []),
                 "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
-                              **_errors("400", "401", "413", "415", "500", "503")},
+                              **_errors("400", "401", "413", "415", "429", "500", "503")},
             }},
             "/api/bg/batch": {"post": {
                 "summary": "Cut out several images: one zip answered, streamed in input order, manifest.json last",
@@ -333,7 +369,7 @@ def openapi_document(settings: Settings) -> dict:
                                                      "then manifest.json",
                                       "content": {"application/zip": {"schema": {"type": "string",
                                                                                  "format": "binary"}}}},
-                              **_errors("400", "401", "413", "503")},
+                              **_errors("400", "401", "413", "429", "503")},
             }},
             "/api/bg/jobs": {"post": {
                 "summary": "Submit a job: the images and options of /api/bg/batch, answered 202 at once",
@@ -351,7 +387,7 @@ def openapi_document(settings: Settings) -> dict:
                         "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
                 "responses": {"202": {**_json("queued", "JobAccepted"),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors("400", "401", "404", "413", "503")},
+                              **_errors("400", "401", "404", "413", "429", "503")},
             }},
             "/api/bg/jobs/{job_id}": {"get": {
                 "summary": "A job's state, progress and, per image, its result's URL or its error",
@@ -370,6 +406,7 @@ def openapi_document(settings: Settings) -> dict:
                     **_errors("401", "404", "503")},
             }},
             "/v1.0/removebg": _removebg_operation(),
+            "/v1.0/account": _account_operation(),
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",
                 "responses": {"200": _json("healthy", "Health")},

@@ -1,5 +1,5 @@
-"""``POST /v1.0/removebg``: remove.bg's request and answer, so that a remove.bg client works by
-changing only its base URL.
+"""``POST /v1.0/removebg`` and ``GET /v1.0/account``: remove.bg's requests and answers, so that a
+remove.bg client works by changing only its base URL.
 
 What is honoured, what is accepted without effect and what is refused is listed in the README's
 compatibility table; a parameter this server cannot honour is refused with remove.bg's error
@@ -12,16 +12,16 @@ import binascii
 import time
 from dataclasses import replace
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .download import download
-from .errors import Busy, ServiceError, drain_body, memory_exhausted
+from .errors import ServiceError, drain_body, memory_exhausted
 from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
 from .pipeline import Options
-from .web import (admit_request, background, background_picture, current_settings, key_accepted, parse_opacity,
-                  quality_headers, request_deadline, run_pipeline)
+from .web import (admit_request, background, background_picture, count_request, current_settings, key_accepted,
+                  key_ring, parse_opacity, quality_headers, request_deadline, run_pipeline)
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 
@@ -36,9 +36,13 @@ DEFAULT_ONLY = {"type_level": ("none", "latest", "1", "2")}
 # remove.bg's shadow types, and this server's contact shadow; car and 3D need models of their own.
 SHADOW_TYPES = ("none", "drop", "contact")
 MODEL_SHADOWS = ("car", "3d")
+# free_calls of GET /v1.0/account where nothing limits the calls
+UNLIMITED_CALLS = 1_000_000
 # Our codes for bad parameters, in remove.bg's word.
-_CODES = {"bad_request": "invalid_parameters", "bad_color": "invalid_parameters"}
+_CODES = {"bad_request": "invalid_parameters", "bad_color": "invalid_parameters",
+          "rate_limited": "rate_limit_exceeded"}
 _TITLES = {400: "Invalid request", 403: "Forbidden", 413: "Payload too large", 415: "Unsupported media type",
+           429: "Rate limit exceeded",
            500: "Internal error", 503: "Service unavailable"}
 
 
@@ -59,8 +63,7 @@ def _errors(status: int, code: str, detail: str, headers: dict | None = None) ->
 
 @bp.errorhandler(ServiceError)
 def _service_error(exc: ServiceError):
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
-    return _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, headers)
+    return _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, exc.headers())
 
 
 @bp.errorhandler(MemoryError)
@@ -218,11 +221,30 @@ def _box(mask: Image.Image) -> tuple[int, int, int, int]:
     return (0, 0, 0, 0) if box is None else (box[1], box[0], box[2] - box[0], box[3] - box[1])
 
 
+def _require_key() -> None:
+    if not key_accepted():
+        raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
+
+
+@bp.get("/account")
+def account():
+    """remove.bg's account call, with what is true here: nothing is bought or charged (every
+    credit count is 0), and ``free_calls`` is what the key has left of its rate limit this minute,
+    or UNLIMITED_CALLS for a key (or a server) without one."""
+    _require_key()
+    window = key_ring().peek(g.bg_key) if g.get("bg_key") is not None else None
+    if window is not None:
+        g.bg_window = window  # its X-RateLimit-* headers, as on every answer to a limited key
+    return jsonify(data={"attributes": {
+        "credits": {"total": 0, "subscription": 0, "payg": 0, "enterprise": 0},
+        "api": {"free_calls": UNLIMITED_CALLS if window is None else window.remaining, "sizes": "all"}}})
+
+
 @bp.post("/removebg")
 def removebg():
     settings = current_settings()
-    if not key_accepted():
-        raise RemoveBgError(403, "auth_failed", "missing or wrong X-Api-Key header")
+    _require_key()
+    count_request()
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline, "image_file") as turn:
         params = _params()

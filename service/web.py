@@ -4,13 +4,12 @@ backgrounds and effects, admission, running the pipeline and the image answer. T
 beside it: api.py (/api/bg), removebg.py (remove.bg's /v1.0), batch.py, jobs/api.py."""
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
 from pathlib import PurePosixPath
 
-from flask import Response, current_app, request
+from flask import Response, current_app, g, request
 from PIL import Image
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
@@ -20,6 +19,7 @@ from .config import Settings
 from .engines import Engine
 from .errors import BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, Unauthorized
 from .gate import AdmissionGate
+from .keys import KeyRing
 from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
                       parse_margin, parse_padding)
 from .memory import release_memory
@@ -42,17 +42,43 @@ def admission_gate() -> AdmissionGate:
     return current_app.extensions["bg_gate"]
 
 
+def key_ring() -> KeyRing:
+    return current_app.extensions["bg_keys"]
+
+
 def key_accepted() -> bool:
-    """True when API_KEY is unset, or the request's X-API-Key header (any case: remove.bg
-    clients write X-Api-Key) carries it; compared in constant time."""
-    key = current_settings().api_key
-    return not key or hmac.compare_digest(request.headers.get("X-API-Key", "").encode(), key.encode())
+    """True when the server has no API keys, or the request's X-API-Key header (any case:
+    remove.bg clients write X-Api-Key) carries one of them (service/keys.py); the key's index is
+    kept for the request (``g.bg_key``)."""
+    ring = key_ring()
+    if not ring.required:
+        return True
+    g.bg_key = ring.match(request.headers.get("X-API-Key"))
+    return g.bg_key is not None
+
+
+def count_request() -> None:
+    """Count this request against its key's limit: RateLimited (429) past it. The key's window
+    goes on the answer as X-RateLimit-* headers (:func:`rate_limit_headers`)."""
+    if g.get("bg_key") is not None:
+        g.bg_window = key_ring().take(g.bg_key)
+
+
+def rate_limit_headers(response: Response) -> Response:
+    """After every request: the X-RateLimit-* headers of the key it counted against, if limited."""
+    window = g.get("bg_window")
+    if window is not None:
+        response.headers.update(window.headers())
+    return response
 
 
 def require_api_key():
-    """With API_KEY set, every POST under /api/bg needs it in X-API-Key."""
-    if request.method == "POST" and not key_accepted():
-        raise Unauthorized("missing or wrong X-API-Key header")
+    """With API keys set, every POST under /api/bg needs one in X-API-Key, and counts against
+    its limit."""
+    if request.method == "POST":
+        if not key_accepted():
+            raise Unauthorized("missing or wrong X-API-Key header")
+        count_request()
 
 
 def read_file(upload, field: str) -> bytes:

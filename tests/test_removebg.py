@@ -259,7 +259,11 @@ const photo = process.argv[3], key = process.argv[4];
       crop: true, crop_margin: "20px", outputFile: "cropped.png"});
   const placed = await removebg.removeBackgroundFromImageBase64({base64img: fs.readFileSync(photo, "base64"),
       apiKey: key, size: "regular", scale: "50%", position: "0% 100%", channels: "alpha", outputFile: "placed.png"});
-  console.log(JSON.stringify({cropped, placed}, (k, v) => k === "base64img" ? undefined : v));
+  const plain = await removebg.removeBackgroundFromImageFile({path: photo, apiKey: key, size: "regular",
+      outputFile: "plain.png"});
+  const shadowed = await removebg.removeBackgroundFromImageFile({path: photo, apiKey: key, size: "regular",
+      add_shadow: true, outputFile: "shadowed.png"});
+  console.log(JSON.stringify({cropped, placed, plain, shadowed}, (k, v) => k === "base64img" ? undefined : v));
 })().catch(error => { console.error(JSON.stringify(error)); process.exit(1); });
 """
 
@@ -271,7 +275,7 @@ def npm_client(tmp_path_factory) -> Path:
     return folder
 
 
-def test_npms_remove_bg_client_crops_places_and_gets_full_resolution(keyed_server, npm_client, sample_photo):
+def test_npms_remove_bg_client_crops_places_shadows_and_gets_full_resolution(keyed_server, npm_client, sample_photo):
     import json
     import subprocess
 
@@ -295,6 +299,10 @@ def test_npms_remove_bg_client_crops_places_and_gets_full_resolution(keyed_serve
         assert cols.min() <= 2 and rows.max() >= placed.height - 3  # bottom left
         assert max(cols.max() - cols.min() + 1, rows.max() - rows.min() + 1) <= 0.52 * placed.width
     assert answers["cropped"]["creditsCharged"] == "0"
+    with Image.open(npm_client / "plain.png") as plain, Image.open(npm_client / "shadowed.png") as shadowed:
+        plain_alpha, shadow_alpha = np.asarray(plain.getchannel("A")), np.asarray(shadowed.getchannel("A"))
+        assert plain.size == shadowed.size  # add_shadow=true: a drop shadow under the same cut-out
+        assert (shadow_alpha >= plain_alpha).all() and (shadow_alpha > 0).sum() > (plain_alpha > 0).sum() * 1.02
 
 
 def test_type_hints_and_default_shadow_values_are_accepted_and_change_nothing(u2netp_server, sample_photo):

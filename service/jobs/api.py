@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from ..batch import output_name, request_items, request_options
 from ..download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
-from ..web import admission_gate, current_settings, key_accepted
+from ..web import admission_gate, count_request, current_settings, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
@@ -48,8 +48,11 @@ def current_jobs() -> Jobs:
 
 @bp.before_request
 def _require_key():
+    """Reads need the key too (results are the users' pictures); a submit counts against its limit."""
     if not key_accepted():
         raise Unauthorized("missing or wrong X-API-Key header")
+    if request.method == "POST":
+        count_request()
 
 
 @bp.errorhandler(RedisError)
