@@ -23,7 +23,7 @@ def remove():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        options = form_options(("png", "webp"), "png")
+        options = form_options(("png", "webp", "avif"), "png")
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
@@ -35,7 +35,7 @@ def change_color():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        options = form_options(("jpeg", "png", "webp"), "jpeg", needs_background=True)
+        options = form_options(("jpeg", "png", "webp", "avif"), "jpeg", needs_background=True)
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if options.fmt == "jpeg" else options.fmt

@@ -178,7 +178,7 @@ def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
 
 def request_options() -> Options:
     """The options of a batch or a job: those of /api/bg/remove, for every image."""
-    return form_options(("png", "webp"), "png")
+    return form_options(("png", "webp", "avif"), "png")
 
 
 def output_prefix(options: Options) -> str:

@@ -15,7 +15,7 @@ from typing import Mapping
 from .catalog import CATALOG, DEFAULT_MODEL
 from .engines import ENGINES, PRECISIONS
 
-ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif")
 
 
 class ConfigError(ValueError):

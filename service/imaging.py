@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pi_heif
 from PIL import Image, ImageChops, ImageColor, ImageOps, UnidentifiedImageError
 
 from .catalog import ModelSpec
@@ -22,7 +24,9 @@ from .errors import BadColor, BadRequest, ImageTooLarge, NotAnImage, Unsupported
 
 # Pillow plugins an upload may be decoded by; anything else is refused before decoding.
 # (Multi-picture JPEGs from cameras open through the JPEG plugin and report "MPO".)
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "HEIF", "AVIF")
+# HEIC/HEIF (iPhone photos) through pi-heif, libheif's decoder only; AVIF is Pillow's own.
+pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)  # the primary image only
 # The pixel budget below (Settings.max_pixels) is checked on the declared size
 # before any decoding, so Pillow's own, larger, warn-then-fail guard is redundant.
 Image.MAX_IMAGE_PIXELS = None
@@ -64,9 +68,32 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), mode="L")
 
 
+# How far into an HEIF or AVIF file its image sizes ('ispe' boxes) are looked for.
+_ISPE_SCAN = 1 << 20
+
+
+def _declared_isobmff_size(data: bytes) -> tuple[int, int] | None:
+    """The largest size an HEIF or AVIF file (ISO base media: an ``ftyp`` box first) declares
+    for any of its images ('ispe' boxes: version and flags, then width and height) in its first
+    bytes; None for other files, or where none is found there."""
+    if data[4:8] != b"ftyp":
+        return None
+    largest, at = None, data.find(b"ispe", 0, _ISPE_SCAN)
+    while at != -1 and at + 16 <= len(data):
+        width, height = struct.unpack(">II", data[at + 8:at + 16])
+        if largest is None or width * height > largest[0] * largest[1]:
+            largest = (width, height)
+        at = data.find(b"ispe", at + 4, _ISPE_SCAN)
+    return largest
+
+
 def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """The upload opened lazily (its header read, no pixels), its type and declared size checked:
-    UnsupportedType, NotAnImage or ImageTooLarge as :func:`decode_upload` documents."""
+    UnsupportedType, NotAnImage or ImageTooLarge as :func:`decode_upload` documents. An HEIF or
+    AVIF file's declared sizes are read from its boxes before libheif or libavif parses it."""
+    declared = _declared_isobmff_size(data)
+    if declared and declared[0] * declared[1] > max_pixels:
+        raise ImageTooLarge(f"image is {declared[0]}×{declared[1]} pixels; the limit is {max_pixels:,} pixels")
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -490,9 +517,10 @@ def fit_to_canvas(image: Image.Image, mask: Image.Image, canvas: tuple[int, int]
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
-    """Image → bytes of ``fmt`` ("png", "webp", "jpeg" or "zip").
+    """Image → bytes of ``fmt`` ("png", "webp", "avif", "jpeg" or "zip").
 
-    WebP is lossy (quality 90) for colour, its alpha plane lossless; a mask
+    WebP is lossy (quality 90) for colour, its alpha plane lossless; AVIF is lossy (quality 85),
+    its alpha too, for files a fifth of PNG's or less; a mask
     (mode L) is written lossless, since every level of it is data. ``zip`` is remove.bg's:
     ``color.jpg``, the colours, and ``alpha.png``, the alpha, of an RGBA image.
     """
@@ -505,6 +533,8 @@ def encode(image: Image.Image, fmt: str) -> bytes:
         image.save(buf, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
     elif fmt == "webp":
         image.save(buf, "WEBP", lossless=image.mode == "L", quality=90, method=4)
+    elif fmt == "avif":
+        image.save(buf, "AVIF", quality=85)
     elif fmt == "zip":
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:  # both parts are compressed already
             archive.writestr("color.jpg", encode(image.convert("RGB"), "jpeg"))

@@ -120,7 +120,7 @@ def _upload_body(extra: dict, required: list[str]) -> dict:
     return {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file", *required],
         "properties": {"file": {"type": "string", "format": "binary",
-                                "description": "the image; its format is sniffed from the bytes"}, **extra},
+                                "description": "the image (PNG, JPEG, WebP, BMP, GIF, TIFF, HEIC/HEIF, AVIF); its format is sniffed from the bytes"}, **extra},
     }}}}
 
 
@@ -316,11 +316,12 @@ def openapi_document(settings: Settings) -> dict:
         },
         "paths": {
             "/api/bg/remove": {"post": {
-                "summary": "Cut the subject out: a PNG or WebP with transparency, or the mask alone",
+                "summary": "Cut the subject out: a PNG, WebP or AVIF with transparency, or the mask alone",
                 "security": [{}, {"ApiKey": []}],
                 "requestBody": _upload_body({
-                    "format": {"type": "string", "enum": ["png", "webp"], "default": "png",
-                               "description": "WebP: lossy colour (quality 90), lossless alpha"},
+                    "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png",
+                               "description": "WebP: lossy colour (quality 90), lossless alpha; AVIF: lossy "
+                                              "colour and alpha (quality 85), not with only_mask"},
                     "only_mask": {"type": "boolean", "default": False,
                                   "description": "answer the 8-bit mask (grey, 255 = subject) instead of the cut-out"},
                     "refine": _REFINE,
@@ -329,7 +330,7 @@ def openapi_document(settings: Settings) -> dict:
                     **_SIZE,
                     **_SHADOW,
                 }, []),
-                "responses": {"200": _image_response(["image/png", "image/webp"],
+                "responses": {"200": _image_response(["image/png", "image/webp", "image/avif"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
                               **_errors("400", "401", "413", "415", "429", "500", "503")},
             }},
@@ -341,13 +342,13 @@ def openapi_document(settings: Settings) -> dict:
                         {"pattern": "^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
                         {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
                         {"enum": sorted(ImageColor.colormap)}]},
-                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp"], "default": "jpeg"},
+                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp", "avif"], "default": "jpeg"},
                     "refine": _REFINE,
                     **_BACKGROUND,
                     **_SIZE,
                     **_SHADOW,
                 }, []),
-                "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp"], "the composed photo"),
+                "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp", "image/avif"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "429", "500", "503")},
             }},
             "/api/bg/batch": {"post": {
@@ -362,7 +363,7 @@ def openapi_document(settings: Settings) -> dict:
                     "properties": {
                         "file": {"type": "array", "items": {"type": "string", "format": "binary"},
                                  "description": "the images (the field repeated); a zip is expanded in place"},
-                        "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
+                        "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png"},
                         "only_mask": {"type": "boolean", "default": False},
                         "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
                 "responses": {"200": {"description": "a zip: one entry per image that succeeded (nobg_<stem>.png), "
@@ -382,7 +383,7 @@ def openapi_document(settings: Settings) -> dict:
                         "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
                         "webhook_url": {"type": "string", "format": "uri",
                                         "description": "called with the job's summary when it ends"},
-                        "format": {"type": "string", "enum": ["png", "webp"], "default": "png"},
+                        "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png"},
                         "only_mask": {"type": "boolean", "default": False},
                         "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
                 "responses": {"202": {**_json("queued", "JobAccepted"),

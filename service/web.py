@@ -274,6 +274,8 @@ def form_options(formats: tuple[str, ...], default: str, needs_background: bool 
     /api/bg/change_color (``needs_background``: a colour, an image or a blur must be given)."""
     fmt = form_choice("format", formats, default)
     only_mask = form_flag("only_mask")
+    if only_mask and fmt == "avif":
+        raise BadRequest("AVIF is lossy, and every level of a mask is data: ask for png or webp with only_mask")
     under = background("bg_image_file", form_field("color"), fmt)
     effects = effect_options(only_mask, under is not None or bool(form_field("color")))
     if needs_background and under is None and not form_field("color") and not effects.get("bg_blur"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 
+import pillow_heif
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service.errors import ServiceError
@@ -16,10 +17,13 @@ def _seeds() -> list[bytes]:
     image = gradient(24, 16)
     out = []
     for fmt, mode in (("PNG", "RGBA"), ("JPEG", "RGB"), ("GIF", "P"), ("WEBP", "RGB"), ("BMP", "RGB"),
-                      ("TIFF", "CMYK"), ("PNG", "I;16")):
+                      ("TIFF", "CMYK"), ("PNG", "I;16"), ("AVIF", "RGBA")):
         buf = io.BytesIO()
         (image.convert("L").convert(mode) if mode == "I;16" else image.convert(mode)).save(buf, fmt)
         out.append(buf.getvalue())
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(image.convert("RGB")).save(buf)  # HEIC, as pi-heif reads it in the server
+    out.append(buf.getvalue())
     return out
 
 
