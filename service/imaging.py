@@ -14,6 +14,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pi_heif
@@ -173,6 +174,87 @@ def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dim
         alpha = img.getchannel("A")
         img = img.convert("RGB")
     return Decoded(rgb=img, alpha=alpha, original_size=original_size, format=fmt)
+
+
+# Answers that can hold an animation, and uploads that can be one (APNG is a PNG of several frames).
+ANIMATED_FORMATS = ("png", "webp", "avif")
+_ANIMATED_INPUTS = ("GIF", "PNG", "WEBP")
+_DEFAULT_FRAME_MS = 100
+
+
+class AnimationTooLarge(ImageTooLarge):
+    code = "animation_too_large"
+
+
+@dataclass
+class Animation:
+    """An animated upload, opened (its header and frame count read, no pixels): its frames come
+    one at a time from :meth:`frames`, which also gathers their durations."""
+    image: Image.Image
+    count: int
+    loop: int
+    max_dimension: int
+    durations: list[int]
+
+    def frames(self) -> Iterator[Decoded]:
+        """Each frame as the model takes it (composited over the ones before, as a viewer shows
+        it; RGB at most ``max_dimension`` on the long side; its alpha where it has transparency)."""
+        for index in range(self.count):
+            try:
+                self.image.seek(index)
+                frame = self.image.convert("RGBA")
+            except Exception as exc:
+                raise NotAnImage(f"frame {index + 1} of the animation is truncated or corrupt "
+                                 f"({exc.__class__.__name__})") from None
+            self.durations.append(int(self.image.info.get("duration") or _DEFAULT_FRAME_MS))
+            if max(frame.size) > self.max_dimension:
+                frame = frame.resize(_scaled(frame.size, self.max_dimension), Image.Resampling.LANCZOS)
+            alpha = frame.getchannel("A")
+            yield Decoded(frame.convert("RGB"), alpha if alpha.getextrema()[0] < 255 else None,
+                          self.image.size, self.image.format or "")
+
+
+def open_animation(data: bytes, max_pixels: int, max_frames: int, max_total_pixels: int,
+                   max_dimension: int) -> Animation | None:
+    """The upload as an :class:`Animation` when it is an animated GIF, WebP or APNG, else None.
+    Its type and declared size are checked as for any upload; AnimationTooLarge (413) beyond
+    ``max_frames`` frames, or beyond ``max_total_pixels`` for all frames at the processed size,
+    before any frame is decoded."""
+    image = _open_checked(data, max_pixels)
+    if image.format not in _ANIMATED_INPUTS or not getattr(image, "is_animated", False):
+        image.close()
+        return None
+    try:
+        count = image.n_frames  # the frames' headers are read, their pixels skipped
+    except Exception as exc:
+        raise NotAnImage(f"the animation is truncated or corrupt ({exc.__class__.__name__})") from None
+    if count > max_frames:
+        raise AnimationTooLarge(f"the animation has {count:,} frames; animations are answered up to {max_frames} "
+                                f"(MAX_FRAMES); send frames=first for its first frame alone")
+    width, height = _scaled(image.size, max_dimension) if max(image.size) > max_dimension else image.size
+    if count * width * height > max_total_pixels:
+        raise AnimationTooLarge(f"the animation's {count} frames of {width}×{height} are "
+                                f"{count * width * height:,} pixels; animations are answered up to "
+                                f"{max_total_pixels:,} (MAX_ANIMATION_PIXELS); send frames=first for its first frame")
+    return Animation(image, count, int(image.info.get("loop", 0) or 0), max_dimension, [])
+
+
+def encode_animation(frames: list[Image.Image], durations: list[int], loop: int, fmt: str) -> bytes:
+    """Frames of one mode and size → an animation in ``fmt`` (ANIMATED_FORMATS: APNG, WebP or
+    AVIF) with these durations (ms) and loop count (0: for ever), encoded as :func:`encode`
+    encodes a still."""
+    buf = io.BytesIO()
+    first, rest = frames[0], frames[1:]
+    if fmt == "png":
+        first.save(buf, "PNG", save_all=True, append_images=rest, duration=durations, loop=loop, compress_level=1)
+    elif fmt == "webp":
+        first.save(buf, "WEBP", save_all=True, append_images=rest, duration=durations, loop=loop, quality=90,
+                   lossless=first.mode == "L", method=4)
+    elif fmt == "avif":
+        first.save(buf, "AVIF", save_all=True, append_images=rest, duration=durations, quality=85)
+    else:
+        raise ValueError(f"{fmt} holds no animation")
+    return buf.getvalue()
 
 
 def _scaled(size: tuple[int, int], long_side: int) -> tuple[int, int]:

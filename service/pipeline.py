@@ -18,9 +18,10 @@ from .confidence import mask_confidence
 from .config import Settings
 from .engines import Engine
 from .effects import blurred_background, with_outline, with_shadow
-from .errors import ImageTooLarge
-from .imaging import (Background, Decoded, Length, clear_outside, combine_alpha, compose, crop_to_subject, cutout,
-                      decode_upload, encode, fit_to_canvas, place_subject, shrink)
+from .errors import BadRequest, ImageTooLarge
+from .imaging import (ANIMATED_FORMATS, Animation, Background, Decoded, Length, clear_outside, combine_alpha, compose,
+                      crop_to_subject, cutout, decode_upload, encode, encode_animation, fit_to_canvas, open_animation,
+                      place_subject, shrink)
 from .matting import estimate_foreground, refine_mask
 
 
@@ -44,6 +45,8 @@ class Options:
     round the subject (0: none); ``shadow``, "drop" or "contact", under it at ``shadow_opacity``
     (0–1; None: none); ``bg_blur``, the photo's own background blurred by this fraction of its
     long side instead of removed (0: removed).
+    ``frames``: "all" answers an animated upload (GIF, WebP, APNG) with every frame cut out,
+    animated (:func:`service.imaging.open_animation`); "first": its first frame only.
     """
     fmt: str | None = "png"
     only_mask: bool = False
@@ -65,6 +68,7 @@ class Options:
     shadow: str | None = None
     shadow_opacity: float = 0.5
     bg_blur: float = 0.0
+    frames: str = "first"
 
 
 @dataclass
@@ -75,8 +79,9 @@ class Result:
     body: bytes | None         # ``image`` encoded as Options.fmt
     model: str                 # the model that made the mask and how it ran (Engine.label)
     model_ms: float            # prediction and refinement
-    confidence: float          # how far to trust the mask, 0–1 (service/confidence.py)
+    confidence: float          # how far to trust the mask, 0–1 (service/confidence.py); an animation's lowest
     warning: str | None        # why the mask looks wrong, if it does
+    frames: int = 1            # the answer's frames: more than one for an animation
 
 
 def answer_long_side(original: tuple[int, int], pixels: int) -> int:
@@ -88,7 +93,13 @@ def answer_long_side(original: tuple[int, int], pixels: int) -> int:
 def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = Options(),
             deadline: float | None = None) -> Result:
     """Upload bytes → :class:`Result`. Raises the typed errors of decoding (4xx) and of the model
-    run (TimedOut at ``deadline``, OutOfMemory, InferenceFailed)."""
+    run (TimedOut at ``deadline``, OutOfMemory, InferenceFailed). With ``options.frames`` "all",
+    an animated upload gives an animated answer (:func:`_cut_out_animation`)."""
+    if options.frames == "all":
+        animation = open_animation(data, settings.max_pixels, settings.max_frames, settings.max_animation_pixels,
+                                   settings.max_dimension)
+        if animation is not None:
+            return _cut_out_animation(animation, engine, options, deadline)
     decoded = decode_upload(data, settings.max_dimension, settings.max_pixels)
     started = time.perf_counter()
     mask = engine.predict_mask(decoded.rgb, deadline)
@@ -105,10 +116,21 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
         elif long_side < max(decoded.rgb.size):
             decoded = shrink(decoded, long_side)
         mask = mask.resize(decoded.rgb.size, Image.Resampling.LANCZOS)
+    image, mask, finish_ms, confidence, warning = _finish(decoded, mask, engine, options)
+    body = encode(image, options.fmt) if options.fmt else None
+    return Result(decoded, mask, image, body, engine.label, model_ms + finish_ms, confidence, warning)
+
+
+def _finish(decoded: Decoded, mask: Image.Image, engine: Engine, options: Options
+            ) -> tuple[Image.Image, Image.Image, float, float, str | None]:
+    """The steps after the model, at the answer's size: refine, the upload's own alpha, roi,
+    cut out, crop, canvas, place, outline, shadow, background. (image, mask, refine ms,
+    confidence, warning)."""
+    refine_ms = 0.0
     if options.refine:  # at the answer's size, in strips: a 12 MP answer's edges fitted to its own pixels
         started = time.perf_counter()
         mask = refine_mask(decoded.rgb, mask, engine.spec.input_size)
-        model_ms += (time.perf_counter() - started) * 1000
+        refine_ms = (time.perf_counter() - started) * 1000
     mask = combine_alpha(mask, decoded.alpha)  # the upload's own transparency stays
     if options.roi:
         mask = clear_outside(mask, options.roi, decoded.original_size)
@@ -136,5 +158,30 @@ def cut_out(data: bytes, engine: Engine, settings: Settings, options: Options = 
             image = under
         else:
             image = compose(image, options.background)
-    body = encode(image, options.fmt) if options.fmt else None
-    return Result(decoded, mask, image, body, engine.label, model_ms, confidence, warning)
+    return image, mask, refine_ms, confidence, warning
+
+
+def _cut_out_animation(animation: Animation, engine: Engine, options: Options, deadline: float | None) -> Result:
+    """Every frame of an animated upload cut out and finished as one still would be, at the
+    processed size (MAX_DIMENSION at most), then written as one animation in ``options.fmt``
+    with the upload's frame durations and loop count. The answers are held until the end (the
+    encoders want every frame), within MAX_ANIMATION_PIXELS."""
+    if options.crop or options.output_pixels:
+        raise BadRequest("an animation is answered frame by frame at the processed size, every frame alike: "
+                         "crop and size=full are for stills (send frames=first for the first frame alone)")
+    if options.fmt not in ANIMATED_FORMATS:
+        raise BadRequest(f"{options.fmt} has one frame: ask for {', '.join(ANIMATED_FORMATS)} for an animation, "
+                         f"or send frames=first")
+    frames, model_ms, first, confidence, warning = [], 0.0, None, 1.0, None
+    for decoded in animation.frames():
+        started = time.perf_counter()
+        mask = engine.predict_mask(decoded.rgb, deadline)
+        model_ms += (time.perf_counter() - started) * 1000
+        image, mask, refine_ms, frame_confidence, frame_warning = _finish(decoded, mask, engine, options)
+        model_ms += refine_ms
+        first = first or (decoded, mask)
+        confidence, warning = min(confidence, frame_confidence), warning or frame_warning
+        frames.append(image)
+    body = encode_animation(frames, animation.durations, animation.loop, options.fmt)
+    return Result(first[0], first[1], frames[0], body, engine.label, model_ms, confidence, warning,
+                  frames=len(frames))

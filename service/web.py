@@ -152,6 +152,8 @@ def image_response(result: Result, fmt: str, filename: str, started: float) -> R
     response.headers.update(quality_headers(result))
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Model-Used"] = result.model
+    if result.frames > 1:
+        response.headers["X-Frames"] = str(result.frames)
     response.headers["X-Processing-Time-Ms"] = str(round((time.perf_counter() - started) * 1000))
     return response
 
@@ -284,7 +286,7 @@ def form_options(formats: tuple[str, ...], default: str, needs_background: bool 
     # to a larger canvas; size=full: the photo's own): its memory stays that size's
     return Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
                    crop_margin=parse_margin(form_field("crop_margin")), background=under, **size_options(),
-                   **shadow_options(only_mask), **effects)
+                   **shadow_options(only_mask), **effects, frames=form_choice("frames", ("all", "first"), "all"))
 
 
 def effect_options(only_mask: bool, has_background: bool) -> dict:
