@@ -59,7 +59,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from .jobs.api import bp as jobs_bp
     from .removebg import bp as removebg_bp
     from .config import Settings
-    from .errors import register_error_handlers
+    from .web import register_error_handlers
     from .gate import AdmissionGate
     from .keys import KeyRing
     from .metrics import Metrics

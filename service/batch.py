@@ -26,10 +26,10 @@ from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, drain_body, memory_exhausted
+from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, memory_exhausted
 from .pipeline import Options
-from .web import (admission_gate, current_settings, form_options, read_file, request_deadline, require_api_key,
-                  run_pipeline, safe_stem)
+from .web import (admission_gate, current_settings, drain_body, form_options, read_file, request_deadline,
+                  require_api_key, run_pipeline, safe_stem)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("batch", __name__, url_prefix="/api/bg")

@@ -1,14 +1,13 @@
-"""Typed errors, and the one place that turns any error into the JSON answer.
+"""Typed errors: what a client may be told, with its HTTP status and short code.
 
 Every error a client can see is ``{"error": "<message>", "code": "<short_code>"}``
-with an HTTP status; no stack trace ever leaves the process.
+with an HTTP status; no stack trace ever leaves the process. The handlers that answer them
+are in service/web.py: this module imports no web framework, so that the settings (which
+know the key file's errors) load without Flask in gunicorn's master.
 """
 from __future__ import annotations
 
 import logging
-
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -91,63 +90,3 @@ def memory_exhausted(exc: MemoryError) -> OutOfMemory:
     log.error("out of memory: %s", exc)
     return OutOfMemory("the server could not get the memory for this image; retry shortly, or send a smaller one",
                        retry_after=10)
-
-
-def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    response = jsonify(error=message, code=code)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-# An oversized body up to this size is read and dropped before the 413 goes out: a client
-# still sending when the server closes gets a broken pipe instead of the answer (Python's
-# urllib, browsers' fetch). A larger one is answered at once and the connection closed.
-DRAIN_LIMIT = 64 * 1024 * 1024
-
-
-def drain_body() -> None:
-    """Read and drop what is left of this request's declared body, up to DRAIN_LIMIT bytes."""
-    length = request.content_length
-    if not length or length > DRAIN_LIMIT:
-        return
-    stream = request.environ["wsgi.input"]
-    while length > 0:
-        chunk = stream.read(min(length, 1 << 16))
-        if not chunk:
-            break
-        length -= len(chunk)
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
-
-
-def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
-    @app.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc):
-        drain_body()
-        response = error_response(413, FileTooLarge.code, f"upload is larger than {max_file_size_mb} MB")
-        response.headers["Connection"] = "close"
-        return response
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        code = _snake((exc.name or "error").replace(" ", ""))
-        response = error_response(exc.code or 500, code, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response
-
-    @app.errorhandler(MemoryError)
-    def _out_of_memory(exc: MemoryError):
-        return _service_error(memory_exhausted(exc))
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return error_response(500, ServiceError.code, "internal error; the request was not processed")

@@ -17,11 +17,11 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .download import download
-from .errors import ServiceError, drain_body, memory_exhausted
+from .errors import ServiceError, memory_exhausted
 from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
 from .pipeline import Options
-from .web import (admit_request, background, background_picture, count_request, current_settings, key_accepted,
-                  key_ring, parse_opacity, quality_headers, request_deadline, run_pipeline)
+from .web import (admit_request, background, background_picture, count_request, current_settings, drain_body,
+                  key_accepted, key_ring, parse_opacity, quality_headers, request_deadline, run_pipeline)
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 

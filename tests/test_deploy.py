@@ -51,7 +51,8 @@ def requirement_names(filename: str) -> set[str]:
 
 def test_the_runtime_requirements_are_what_the_server_imports_and_no_more():
     assert requirement_names("requirements-isnet-tiny.txt") == {"flask", "gunicorn", "onnxruntime", "openvino", "pillow",
-                                                                 "numpy", "prometheus-client", "redis", "rq"}
+                                                                 "pi-heif", "numpy", "prometheus-client", "redis",
+                                                                 "rq"}
     assert requirement_names("requirements-tools.txt") == {"onnx", "requests", "psutil"}
     runtime = DOCKERFILE.rsplit("FROM ", 1)[1]
     assert "requirements-tools.txt" in DOCKERFILE.rsplit("FROM ", 1)[0] and "requirements-tools" not in runtime

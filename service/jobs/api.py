@@ -11,8 +11,8 @@ from redis.exceptions import RedisError
 
 from ..batch import output_name, request_items, request_options
 from ..download import check_url
-from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized, drain_body, error_response
-from ..web import admission_gate, count_request, current_settings, key_accepted
+from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
+from ..web import admission_gate, count_request, current_settings, drain_body, error_response, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
