@@ -97,8 +97,8 @@ class Settings:
     max_dimension: int = 1024                   # pixels, long side
     max_pixels: int = 40_000_000                # declared width × height accepted for decoding
     max_output_pixels: int = 12_000_000         # largest answer at a photo's own size (size=full)
-    max_frames: int = 100                       # frames of an animated upload answered as an animation
-    max_animation_pixels: int = 8_000_000       # all its frames' pixels at the processed size
+    max_frames: int = 50                        # frames of an animated upload answered as an animation
+    max_animation_pixels: int = 4_000_000       # all its frames' pixels at the processed size
     max_waiting: int = 64 * 1024 * 1024         # bytes of uploads waiting behind the running one
     max_batch: int = 64 * 1024 * 1024           # bytes of one batch request (/api/bg/batch)
     max_batch_files: int = 200                  # images in one batch request
@@ -152,8 +152,8 @@ class Settings:
             max_dimension=_int(env, "MAX_DIMENSION", 1024, 32, 8192),
             max_pixels=_int(env, "MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
             max_output_pixels=_int(env, "MAX_OUTPUT_PIXELS", 12_000_000, 1, 100_000_000),
-            max_frames=_int(env, "MAX_FRAMES", 100, 1, 10_000),
-            max_animation_pixels=_int(env, "MAX_ANIMATION_PIXELS", 8_000_000, 1, 200_000_000),
+            max_frames=_int(env, "MAX_FRAMES", 50, 1, 10_000),
+            max_animation_pixels=_int(env, "MAX_ANIMATION_PIXELS", 4_000_000, 1, 200_000_000),
             max_waiting=_int(env, "MAX_WAITING_MB", 64, 0, 4096) * 1024 * 1024,
             max_batch=_int(env, "MAX_BATCH_MB", 64, 1, 4096) * 1024 * 1024,
             max_batch_files=_int(env, "MAX_BATCH_FILES", 200, 1, 1000),

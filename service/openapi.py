@@ -20,7 +20,8 @@ _ERROR_CODES = {
            "(`unauthorized`)",
     "429": "The API key's rate limit is reached (`rate_limited`); `Retry-After` and `X-RateLimit-Reset` say when "
            "it starts again",
-    "413": "Upload over the size limit (`file_too_large`) or declared pixels over the budget (`image_too_large`)",
+    "413": "Upload over the size limit (`file_too_large`), declared pixels over the budget (`image_too_large`), "
+           "or an animation over MAX_FRAMES or MAX_ANIMATION_PIXELS (`animation_too_large`)",
     "415": "A recognised image format that is not accepted (`unsupported_type`)",
     "404": "No such job (`job_not_found`: never made, or its results expired), or jobs are off on this server "
            "(`jobs_disabled`: REDIS_URL is unset)",
@@ -66,7 +67,11 @@ _SHADOW = {"shadow": {"type": "string", "enum": ["none", "drop", "contact"], "de
            "bg_blur": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
                        "description": "keep the photo's own background, blurred by this radius in % of its long "
                                       "side (2: a portrait look); instead of a colour or image, not with crop "
-                                      "or output_size"}}
+                                      "or output_size"},
+           "frames": {"type": "string", "enum": ["all", "first"], "default": "all",
+                      "description": "all: an animated GIF, WebP or APNG is answered animated, every frame cut out "
+                                     "(png, webp or avif; up to MAX_FRAMES and MAX_ANIMATION_PIXELS, 413 "
+                                     "animation_too_large beyond); first: its first frame alone"}}
 _BACKGROUND = {"bg_image_file": {"type": "string", "format": "binary",
                                  "description": "an image to put the subject on, scaled to cover; "
                                                 "instead of color"},
@@ -108,6 +113,8 @@ def _image_response(media: list[str], description: str) -> dict:
         "headers": {
             "X-Model-Used": {"schema": {"type": "string"}},
             "X-Processing-Time-Ms": {"schema": {"type": "integer", "minimum": 0}},
+            "X-Frames": {"schema": {"type": "integer", "minimum": 2},
+                         "description": "the answer's frames, where an animation was answered animated"},
             "Content-Disposition": {"schema": {"type": "string"}},
             **_QUALITY_HEADERS,
             **_RATE_LIMIT_HEADERS,

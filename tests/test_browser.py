@@ -149,6 +149,32 @@ def test_crop_makes_the_result_the_subjects_size(page, photos):
     assert width < 500 and height <= 400
 
 
+def test_the_product_photo_options_shape_the_answer(page, sample_photo):
+    page.set_input_files("#file", str(sample_photo))
+    page.select_option("#canvas", "1200x1600")
+    page.select_option("#shadow", "contact")
+    page.fill("#outline", "8")
+    page.select_option("#format", "avif")
+    page.click("#submit")
+    wait_for_result(page)
+    size = page.evaluate("() => [document.getElementById('after').naturalWidth, "
+                         "document.getElementById('after').naturalHeight]")
+    assert size == [1200, 1600]  # the canvas, decoded by the browser from an AVIF answer
+    assert page.get_attribute("#download", "download").endswith(".avif")
+    assert 0.3 < page.evaluate(TRANSPARENT_SHARE) < 0.95  # a subject with a border on a clear canvas
+    page.select_option("#canvas", "")
+    page.check("#blur")
+    before = page.get_attribute("#after", "src")
+    page.click("#submit")
+    page.wait_for_function("(before) => document.getElementById('after').src !== before", arg=before,
+                           timeout=60_000)
+    wait_for_result(page)
+    assert page.evaluate(TRANSPARENT_SHARE) == 0  # the blurred photo behind: nothing transparent
+    page.check("#use-color")
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('bg_blur')")
+
+
 def test_full_size_answers_at_the_photos_own_size(page, tmp_path):
     from .support import gradient
 
