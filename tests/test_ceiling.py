@@ -75,32 +75,64 @@ def contained_server(base_env, model_dir, cgroup, log):
     return start_server(env, log, preexec_fn=contain), unprivileged
 
 
+def animation_at_the_pixel_limit(photo: bytes) -> bytes:
+    """A GIF of 10 frames of 900×444, panning over ``photo``: MAX_ANIMATION_PIXELS (4 MP in all),
+    which bounds what an animation holds, in a fifth of the model runs of 50 smaller frames."""
+    with Image.open(io.BytesIO(photo)) as image:
+        small = image.convert("RGB").resize((1000, 750))
+    frames = [small.crop((10 * i, 8 * i, 10 * i + 900, 8 * i + 444)) for i in range(10)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
+    return buffer.getvalue()
+
+
+def many_frames(count: int) -> bytes:
+    tiny = [Image.new("P", (2, 2), i % 2) for i in range(count)]
+    buffer = io.BytesIO()
+    tiny[0].save(buffer, "GIF", save_all=True, append_images=tiny[1:], optimize=False)
+    return buffer.getvalue()
+
+
 def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, model_dir, cgroup, tmp_path):
     server, unprivileged = contained_server(base_env, model_dir, cgroup, tmp_path / "server.log")
     try:
         name, photo = synthetic_payloads()[0]  # 4000×3000
         hostile = [("bomb.png", png_header_only(65000, 65000)), ("junk.jpg", os.urandom(200_000)),
-                   ("cut.jpg", photo[: len(photo) // 3]), ("huge.jpg", b"\xff" * (9 * 2**20))]
-        uploads = [(name, photo)] * 12 + hostile * 2
-        # the photos ask, in turn, for each operation drawn at the answer's size after the cut-out
+                   ("cut.jpg", photo[: len(photo) // 3]), ("huge.jpg", b"\xff" * (9 * 2**20)),
+                   ("many.gif", many_frames(10_000))]
+        # the photos ask, in turn, for each operation drawn at the answer's size after the cut-out;
+        # an animation at the pixel limit is admitted first and runs through the burst
         operations = [{}, {"shadow": "drop"}, {"outline_width": "20"}, {"bg_blur": "2"},
                       {"output_size": "2000x2000", "padding": "5%", "shadow": "contact", "color": "white"},
                       {"output_size": "1200x1600", "outline_width": "8", "vertical_alignment": "bottom"}]
-        with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(lambda iu: server.post("/api/bg/remove", files={"file": iu[1]},
-                                                             data=operations[iu[0] % len(operations)]),
-                                      enumerate(uploads)))
+        uploads = [((name, photo), operations[i % len(operations)]) for i in range(12)]
+        uploads += [(upload, {}) for upload in hostile * 2]
+        with ThreadPoolExecutor(13) as pool:
+            started = time.monotonic()
+            moving = pool.submit(server.post, "/api/bg/remove", files={"file": ("moving.gif", animation_at_the_pixel_limit(
+                photo))}, data={"format": "webp", "shadow": "drop"})
+            deadline = time.monotonic() + 30
+            while server.get("/api/bg/status").json()["queue"]["admitted"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            responses = list(pool.map(lambda upload: server.post("/api/bg/remove", files={"file": upload[0]},
+                                                                 data=upload[1]), uploads))
+            animated = moving.result()
+            animation_s = time.monotonic() - started
+        assert animated.status_code == 200 and animated.headers["X-Frames"] == "10", animated.text[:200]
+        with Image.open(io.BytesIO(animated.content)) as answer:
+            assert answer.format == "WEBP" and answer.n_frames == 10
         statuses = [r.status_code for r in responses]
         assert all(s < 300 or 400 <= s < 500 or s == 503 for s in statuses), statuses
         assert statuses[:12].count(200) >= 1, statuses
         # What the declared size, the sniffed type or the declared pixels settle gets its 4xx even
-        # when the queue is full; a file only decoding shows to be cut may get 503 then.
-        for (upload, _), status in zip(uploads[12:], statuses[12:]):
-            assert 400 <= status < 500 or (upload == "cut.jpg" and status == 503), (upload, statuses)
+        # when the queue is full; a file only reading it whole shows to be cut, or to hold too many
+        # frames, may get 503 then.
+        for ((upload, _), _), status in zip(uploads[12:], statuses[12:]):
+            assert 400 <= status < 500 or (upload in ("cut.jpg", "many.gif") and status == 503), (upload, statuses)
         assert cgroup.oom_kills() == 0
         assert server.process.poll() is None and server.get("/api/bg/health").status_code == 200
         print(f"\ncgroup peak {cgroup.peak_mb():.0f} MB of {LIMIT_MB}, {'as nobody' if unprivileged else 'as root'}; "
-              f"statuses {statuses}")
+              f"statuses {statuses}; the animation answered in {animation_s:.0f} s")
     finally:
         server.stop()
 
