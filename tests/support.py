@@ -118,6 +118,14 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def many_frames_gif(count: int) -> bytes:
+    """A GIF of ``count`` 2×2 frames: tiny on disk, an animation bomb by its frame count."""
+    tiny = [Image.new("P", (2, 2), i % 2) for i in range(count)]
+    buffer = io.BytesIO()
+    tiny[0].save(buffer, "GIF", save_all=True, append_images=tiny[1:], optimize=False)
+    return buffer.getvalue()
+
+
 class ImageHost:
     """A web server on a loopback address, in a thread of the test process, that serves what
     the tests give it: ``files[path] = bytes``, ``redirects[path] = location``, ``slow`` paths

@@ -11,6 +11,8 @@ from PIL import Image
 from service.errors import ImageTooLarge
 from service.imaging import open_animation
 
+from .support import many_frames_gif
+
 FRAMES, STEP = 8, 12
 
 
@@ -86,10 +88,7 @@ def test_an_animation_on_a_colour_asks_for_a_format_that_animates(u2netp_server,
 
 
 def test_too_many_frames_or_pixels_is_a_413_before_any_frame_is_decoded(u2netp_server, subject):
-    tiny = [Image.new("P", (2, 2), i % 2) for i in range(10_000)]
-    buffer = io.BytesIO()
-    tiny[0].save(buffer, "GIF", save_all=True, append_images=tiny[1:], optimize=False)
-    answer = u2netp_server.post("/api/bg/remove", files={"file": ("many.gif", buffer.getvalue())})
+    answer = u2netp_server.post("/api/bg/remove", files={"file": ("many.gif", many_frames_gif(10_000))})
     assert answer.status_code == 413 and answer.json()["code"] == "animation_too_large"
     assert "10,000 frames" in answer.json()["error"] and "MAX_FRAMES" in answer.json()["error"]
     with pytest.raises(ImageTooLarge, match="MAX_ANIMATION_PIXELS"):  # 8 frames of 320×220, a 0.5 MP budget

@@ -19,7 +19,7 @@ from PIL import Image
 from service.tools.bench import synthetic_payloads
 from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
 
-from .support import ROOT, png_header_only, save, start_server
+from .support import ROOT, many_frames_gif, png_header_only, save, start_server
 
 LIMIT_MB = 512
 NOBODY = 65534
@@ -86,20 +86,13 @@ def animation_at_the_pixel_limit(photo: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def many_frames(count: int) -> bytes:
-    tiny = [Image.new("P", (2, 2), i % 2) for i in range(count)]
-    buffer = io.BytesIO()
-    tiny[0].save(buffer, "GIF", save_all=True, append_images=tiny[1:], optimize=False)
-    return buffer.getvalue()
-
-
 def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, model_dir, cgroup, tmp_path):
     server, unprivileged = contained_server(base_env, model_dir, cgroup, tmp_path / "server.log")
     try:
         name, photo = synthetic_payloads()[0]  # 4000×3000
         hostile = [("bomb.png", png_header_only(65000, 65000)), ("junk.jpg", os.urandom(200_000)),
                    ("cut.jpg", photo[: len(photo) // 3]), ("huge.jpg", b"\xff" * (9 * 2**20)),
-                   ("many.gif", many_frames(10_000))]
+                   ("many.gif", many_frames_gif(10_000))]
         # the photos ask, in turn, for each operation drawn at the answer's size after the cut-out;
         # an animation at the pixel limit is admitted first and runs through the burst
         operations = [{}, {"shadow": "drop"}, {"outline_width": "20"}, {"bg_blur": "2"},
@@ -109,8 +102,9 @@ def test_the_server_holds_a_burst_and_hostile_inputs_inside_512_mb(base_env, mod
         uploads += [(upload, {}) for upload in hostile * 2]
         with ThreadPoolExecutor(13) as pool:
             started = time.monotonic()
-            moving = pool.submit(server.post, "/api/bg/remove", files={"file": ("moving.gif", animation_at_the_pixel_limit(
-                photo))}, data={"format": "webp", "shadow": "drop"})
+            animation = {"file": ("moving.gif", animation_at_the_pixel_limit(photo))}
+            moving = pool.submit(server.post, "/api/bg/remove", files=animation,
+                                 data={"format": "webp", "shadow": "drop"})
             deadline = time.monotonic() + 30
             while server.get("/api/bg/status").json()["queue"]["admitted"] == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
