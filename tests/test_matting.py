@@ -122,6 +122,22 @@ def test_the_fine_pass_in_strips_gives_the_one_pass_answer(monkeypatch):
     assert np.array_equal(in_strips, np.asarray(estimate_foreground(photo, mask)))
 
 
+def test_the_fine_pass_over_runs_of_columns_gives_the_one_box_answer(monkeypatch):
+    import service.matting
+
+    photo, truth = strands_over_an_edge()
+    # the subject mirrored: two soft edges on every row, some 280 columns of opaque subject between
+    photo = Image.fromarray(np.hstack([np.asarray(photo)[:, 249::-1], np.asarray(photo)[:, :250]]))
+    mask = Image.fromarray(np.hstack([truth[:, 249::-1], truth[:, :250]])).filter(ImageFilter.GaussianBlur(3))
+    assert len(service.matting._runs(service.matting._soft(np.asarray(mask)).any(axis=0), 6)) == 2
+    in_runs = np.asarray(estimate_foreground(photo, mask)).astype(int)
+    monkeypatch.setattr(service.matting, "_RUN_GAP", 10_000)  # one box from the first soft column to the last
+    one_box = np.asarray(estimate_foreground(photo, mask)).astype(int)
+    assert not np.array_equal(one_box, np.asarray(photo))
+    # the running sums start at each box's edge: float32 rounding, a level at most
+    assert np.abs(in_runs - one_box).max() <= 1
+
+
 def test_refinement_in_strips_gives_the_one_pass_answer(monkeypatch):
     import service.matting
 
