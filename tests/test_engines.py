@@ -133,6 +133,32 @@ def test_openvino_reuses_its_compiled_model_and_gives_the_same_mask(model_dir, t
     assert np.abs(a - b).max() <= 1
 
 
+def test_openvino_gives_its_activations_back_after_each_run(base_env):
+    """u2netp's activations are some 110 MB at 320²: held between runs, the steps after the model
+    would stack on them. In a child with the server's malloc settings, RSS after load, after the
+    first run and after the third, in MiB."""
+    import subprocess
+    import sys
+
+    from service.server import MALLOC_DEFAULTS
+
+    from .support import ROOT
+
+    code = ("import numpy as np; from service.catalog import CATALOG; from service.config import Settings; "
+            "from service.engines.openvino_engine import OpenVinoEngine; from service.memory import rss_mb; "
+            "s = Settings.from_env(); b = CATALOG['u2netp-rembg']; "
+            "e = OpenVinoEngine(CATALOG['u2netp'], b, s.model_dir / b.filename, 'float32', 1); "
+            "x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32); "
+            "loaded = rss_mb(); e.run(x); first = rss_mb(); e.run(x); e.run(x); "
+            "print(round(loaded), round(first), round(rss_mb()))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base_env, **MALLOC_DEFAULTS},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded, first, third = map(int, result.stdout.split())
+    # kept, they would add ~110 MB; released, what stays is the kernels' JIT code and OpenVINO's caches
+    assert first - loaded < 40 and third - loaded < 40, (loaded, first, third)
+
+
 def test_a_read_only_model_dir_compiles_without_a_cache(model_dir, tmp_path):
     from service.engines import compiled_cache_dir
     from service.config import Settings
