@@ -173,6 +173,21 @@ def test_results_of_failed_images_and_jobs_off_are_404(jobs, u2netp_server):
     assert off.status_code == 404 and off.json()["code"] == "jobs_disabled"
 
 
+def test_a_server_without_redis_url_never_imports_redis(base_env):
+    """The job paths load redis at their first use (8 MB in every worker otherwise)."""
+    import subprocess
+    import sys
+
+    from .support import ROOT
+
+    code = ("import sys; import service.api, service.removebg, service.batch, service.jobs.api; "
+            "print('redis' in sys.modules, 'rq' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
 def test_a_full_queue_and_a_missing_redis_answer_503_with_retry_after(base_env, redis_server, tmp_path):
     env = jobs_env(base_env, redis_server.url + "/3", MAX_QUEUED_JOBS="1")  # no worker on database 3
     server = start_server(env, tmp_path / "server.log")
@@ -236,6 +251,8 @@ def test_redis_restarted_between_submit_and_finish_loses_no_acknowledged_job(bas
         response = server.post("/api/bg/jobs", files=[("file", ("a.png", save(gradient(64, 48), "PNG")))])
         assert response.status_code == 202
         redis.stop()  # acknowledged, not yet run: no worker is up
+        down = server.get(response.json()["status_url"])  # mid-request, on the connection made at submit
+        assert down.status_code == 503 and down.json()["code"] == "busy" and down.headers["Retry-After"] == "10"
         redis.start()  # the same data folder: its append-only file
         worker = start_worker(env, tmp_path / "worker.log")
         state = wait_for(server, response.json()["status_url"])

@@ -3,16 +3,17 @@ read its state and progress, download its results. Answers 404 ``jobs_disabled``
 is unset; with API_KEY set, reads need the key too (results are the users' pictures)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
-from redis.exceptions import RedisError
 
 from ..batch import output_name, request_items, request_options
 from ..download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
-from ..web import admission_gate, count_request, current_settings, drain_body, error_response, key_accepted
+from ..web import admission_gate, count_request, current_settings, drain_body, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
@@ -55,15 +56,30 @@ def _require_key():
         count_request()
 
 
-@bp.errorhandler(RedisError)
-def _redis_down(exc: RedisError):
+def _is_redis_error(exc: BaseException) -> bool:
+    # redis is imported where jobs are on (Jobs.connect): a server without REDIS_URL never loads
+    # it (8 MB a worker), and an exception can only be redis' once it is loaded
+    exceptions = sys.modules.get("redis.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.RedisError)
+
+
+def _queue_errors(view):
     """Redis unreachable mid-request: 503 with Retry-After, never a 500; reconnect next time."""
-    current_app.extensions.pop("bg_jobs", None)
-    log.warning("redis: %s", exc)
-    return error_response(503, Busy.code, "the job queue is unreachable; retry shortly", {"Retry-After": "10"})
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            current_app.extensions.pop("bg_jobs", None)
+            log.warning("redis: %s", exc)
+            raise Busy("the job queue is unreachable; retry shortly", retry_after=10) from exc
+    return wrapped
 
 
 @bp.post("")
+@_queue_errors
 def submit():
     settings = current_settings()
     jobs = current_jobs()
@@ -132,8 +148,9 @@ def _submit(settings, jobs: Jobs):
     except BaseException:
         try:
             jobs.store.delete(job_id, len(items))  # nothing left behind
-        except RedisError:  # Redis went away: the keys expire with JOB_TTL_S
-            pass
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise  # Redis went away: the keys expire with JOB_TTL_S
         raise
     status_url = url_for("jobs.status", job_id=job_id)
     response = jsonify(id=job_id, state="queued", images=len(items), status_url=status_url,
@@ -151,6 +168,7 @@ def _job(job_id: str) -> dict:
 
 
 @bp.get("/<job_id>")
+@_queue_errors
 def status(job_id: str):
     info, store = _job(job_id), current_jobs().store
     names = json.loads(info["names"])
@@ -176,6 +194,7 @@ def status(job_id: str):
 
 
 @bp.get("/<job_id>/results/<int:index>")
+@_queue_errors
 def result(job_id: str, index: int):
     info = _job(job_id)
     outputs = json.loads(info["outputs"])
