@@ -31,7 +31,7 @@ _EPS = np.float32(1e-5)
 # over much of a photo, and leaving it out shrinks the box the fine pass runs on by a quarter or more.
 _CERTAIN = CERTAIN_LEVEL
 # Rows per strip of the fine pass and of refine_mask: bounds their float32 copies to a few MB
-# at any image size. 64 rather than 128: the foreground's boxes then hug the band closer, 1.8×
+# at any image size. 64 rather than 128: the foreground's boxes then hug the band closer, 1.7×
 # faster on the sample photos' masks (docs/performance.md); refine_mask's time is the same.
 _STRIP = 64
 # Columns without a soft pixel that the fine pass crosses rather than starting a new box.

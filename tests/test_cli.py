@@ -200,6 +200,8 @@ def test_bench_runs_the_server_in_a_memory_cgroup_and_counts_oom_kills(run_cli, 
     cells = dict(zip((c.strip() for c in header.strip("|").split("|")), (c.strip() for c in row.strip("|").split("|"))))
     assert cells["OOM kills (512 MB cgroup)"] == "0" and cells["ok/total"] == "6/6"
     assert 0 < float(cells["cgroup peak MB"]) < 512
+    # the worker is forked from gunicorn's master and shares its pages: PSS counts them once, RSS twice
+    assert 0 < float(cells["peak tree PSS MB"]) < float(cells["peak tree MB"])
     # a cgroup too small for the model: the kill is counted and reported, not hidden
     result = run_cli("bench", "--models", "u2netp", "--photos", tmp_path / "photos", "--requests", "3",
                      "--memory-limit", "30")

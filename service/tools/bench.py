@@ -90,26 +90,52 @@ def load_payloads(photos: Path | None) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in files] + synthetic_payloads()
 
 
+def _pss_bytes(pid: int) -> int:
+    """A process's proportional set size: its private pages, plus its share of each page it
+    shares (a forked worker shares its master's imports); summed over a tree, each page once."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class TreeSampler(threading.Thread):
-    """Samples the summed RSS of a process and its descendants until stopped."""
+    """Samples the summed RSS, and the summed PSS, of a process and its descendants until stopped.
+
+    Summed RSS counts a page that the gunicorn master and its forked worker share once for each;
+    summed PSS counts it once, split between them."""
 
     def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
-        self.interval, self.peak, self._stop_event = interval, 0.0, threading.Event()
+        self.interval, self.peak, self.peak_pss, self._stop_event = interval, 0.0, 0.0, threading.Event()
+
+    def _tree(self) -> list[psutil.Process]:
+        return [self.root, *self.root.children(recursive=True)]
 
     def current(self) -> float:
         total = 0
-        for proc in [self.root, *self.root.children(recursive=True)]:
+        for proc in self._tree():
             try:
                 total += proc.memory_info().rss
             except psutil.NoSuchProcess:
                 pass
         return total / MB
 
+    def current_pss(self) -> float:
+        total = 0
+        for proc in self._tree():
+            try:
+                total += _pss_bytes(proc.pid)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+        return total / MB
+
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.peak = max(self.peak, self.current())
+            self.peak_pss = max(self.peak_pss, self.current_pss())
             time.sleep(self.interval)
 
     def stop(self) -> None:
@@ -388,7 +414,7 @@ def bench_model(model: str, payloads, total: int, concurrency: int, threads: int
     return {
         "model": model, "label": status["model_used"], "threads": threads, "cold_start_s": cold_start,
         "rss_start": rss_start, "rss_20": rss_20, "rss_end": rss_end, "rss_cleared": rss_cleared,
-        "peak_tree": sampler.peak, "peak_worker": status["memory"]["peak_rss_mb"],
+        "peak_tree": sampler.peak, "peak_tree_pss": sampler.peak_pss, "peak_worker": status["memory"]["peak_rss_mb"],
         "ok": len(ok), "total": total, "busy": statuses.count(503),
         # NaN where nothing succeeded (a server killed for memory over and over, in a cgroup)
         "p50": _median(ok), "p95": float(np.percentile(ok, 95)) if ok else math.nan, "p50_alone": _median(alone),
@@ -438,7 +464,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
     if rembg:
         rembg_home = prepare_rembg_home(rembg_home, settings.model_dir, settings.mirror)
     header = ("model", "cold start s", "RSS start MB", "RSS @20 MB", "RSS @end MB", "after clear MB",
-              "peak tree MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
+              "peak tree MB", "peak tree PSS MB", "peak worker MB", "ok/total", "p50 alone s", "p50 s", "p95 s", "bare run s",
               "alone/bare") + ((f"OOM kills ({memory_limit} MB cgroup)", "cgroup peak MB") if memory_limit else ())
     rows, versus, rembg_runs, failures = [], [], {}, []
     for model, engine, precision in runs_for:
@@ -460,7 +486,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
         for label, run in runs:
             rows.append((label, f"{run['cold_start_s']:.2f}", f"{run['rss_start']:.0f}", f"{run['rss_20']:.0f}",
                          f"{run['rss_end']:.0f}", f"{run['rss_cleared']:.0f}", f"{run['peak_tree']:.0f}",
-                         f"{run['peak_worker']:.0f}", f"{run['ok']}/{run['total']}", f"{run['p50_alone']:.2f}",
+                         f"{run['peak_tree_pss']:.0f}", f"{run['peak_worker']:.0f}", f"{run['ok']}/{run['total']}", f"{run['p50_alone']:.2f}",
                          f"{run['p50']:.2f}", f"{run['p95']:.2f}", f"{bare:.2f}", f"{run['p50_alone'] / bare:.2f}")
                         + ((str(run["oom_kills"]), f"{run['cgroup_peak'] or 0:.0f}") if memory_limit else ()))
         if rembg:
