@@ -111,31 +111,25 @@ class TreeSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.interval, self.peak, self.peak_pss, self._stop_event = interval, 0.0, 0.0, threading.Event()
 
-    def _tree(self) -> list[psutil.Process]:
-        return [self.root, *self.root.children(recursive=True)]
-
     def current(self) -> float:
-        total = 0
-        for proc in self._tree():
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total / MB
+        return self._sample(pss=False)[0]
 
-    def current_pss(self) -> float:
-        total = 0
-        for proc in self._tree():
+    def _sample(self, pss: bool = True) -> tuple[float, float]:
+        """(summed RSS, summed PSS) in MB, from one walk of the tree; PSS 0 unless asked."""
+        rss = proportional = 0
+        for proc in [self.root, *self.root.children(recursive=True)]:
             try:
-                total += _pss_bytes(proc.pid)
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                rss += proc.memory_info().rss
+                if pss:
+                    proportional += _pss_bytes(proc.pid)
+            except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError, PermissionError):
                 pass
-        return total / MB
+        return rss / MB, proportional / MB
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, self.current())
-            self.peak_pss = max(self.peak_pss, self.current_pss())
+            rss, proportional = self._sample()
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, proportional)
             time.sleep(self.interval)
 
     def stop(self) -> None:
