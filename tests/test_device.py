@@ -6,7 +6,7 @@ import pytest
 
 from service.catalog import CATALOG
 from service.config import Settings
-from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, place
+from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, Placement, Probe, assigned_device, place, probe
 from service.engines import settings_choice
 from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
 
@@ -15,23 +15,56 @@ from .support import cap_address_space, start_server
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
 
-def test_auto_takes_the_best_provider_installed(tmp_path):
-    assert place("auto", [CPU], False, tmp_path).device == "cpu"
-    assert place("auto", [CUDA, CPU], False, tmp_path).device == "cuda"
-    placement = place("auto", [TRT, CUDA, CPU], False, tmp_path)
+GPU_HOST = Probe(True, 1, {})
+NO_TENSORRT = Probe(True, 1, {"tensorrt": "TensorRT's libraries are not installed (libnvinfer.so.10: cannot open "
+                                          "shared object file)"})
+NO_GPU = Probe(True, 0, {"cuda": "no NVIDIA driver (libcuda.so.1) on this host",
+                         "tensorrt": "no NVIDIA driver (libcuda.so.1) on this host"})
+CPU_BUILD = Probe(False, 0, {"cuda": "this onnxruntime has no GPU providers", "tensorrt": "this onnxruntime has no GPU providers"})
+
+
+def test_auto_takes_tensorrt_then_cuda_where_they_run_then_the_cpu(tmp_path):
+    placement = place("auto", GPU_HOST, False, tmp_path)
     assert placement.device == "tensorrt" and placement.fallback_reason is None
     trt, cuda, cpu = placement.providers
     assert trt[1]["trt_engine_cache_path"] == str(tmp_path) and trt[1]["trt_engine_cache_enable"]
+    assert trt[1]["trt_fp16_enable"]
     assert cuda == (CUDA, {"gpu_mem_limit": CUDA_MEMORY_LIMIT, "arena_extend_strategy": "kSameAsRequested"})
     assert cpu == CPU
+    assert place("auto", NO_TENSORRT, False, tmp_path).device == "cuda"  # no red EP error: TensorRT not asked
+    assert place("auto", NO_TENSORRT, False, tmp_path).providers[0][0] == CUDA
+    assert place("auto", CPU_BUILD, False, tmp_path) == Placement("auto", "cpu", [CPU], None)
 
 
-def test_a_missing_device_is_refused_or_falls_back_to_the_cpu_with_its_reason(tmp_path):
-    with pytest.raises(DeviceUnavailable, match="BG_REMOVAL_DEVICE=cuda.*BG_REMOVAL_FALLBACK"):
-        place("cuda", [CPU], False, tmp_path)
-    placement = place("tensorrt", [CPU], True, tmp_path)
+def test_auto_on_a_gpu_build_without_a_gpu_runs_on_the_cpu_and_says_why(tmp_path):
+    placement = place("auto", NO_GPU, False, tmp_path)
     assert placement.device == "cpu" and placement.providers == [CPU]
-    assert "TensorrtExecutionProvider is not in this onnxruntime" in placement.fallback_reason
+    assert placement.fallback_reason == "no GPU device can run: no NVIDIA driver (libcuda.so.1) on this host"
+
+
+def test_a_device_that_cannot_run_is_refused_in_one_line_or_falls_back_with_its_reason(tmp_path):
+    with pytest.raises(DeviceUnavailable) as refused:
+        place("tensorrt", NO_TENSORRT, False, tmp_path)
+    assert str(refused.value) == ("BG_REMOVAL_DEVICE=tensorrt cannot run here: TensorRT's libraries are not installed "
+                                  "(libnvinfer.so.10: cannot open shared object file); or set BG_REMOVAL_FALLBACK=true "
+                                  "to serve on the CPU")
+    assert place("cuda", NO_TENSORRT, False, tmp_path).device == "cuda"
+    placement = place("cuda", NO_GPU, True, tmp_path)
+    assert placement.device == "cpu" and placement.providers == [CPU]
+    assert placement.fallback_reason == "BG_REMOVAL_DEVICE=cuda cannot run here: no NVIDIA driver (libcuda.so.1) on this host"
+    assert place("cpu", GPU_HOST, False, tmp_path) == Placement("cpu", "cpu", [CPU], None)
+
+
+def test_the_device_reported_is_the_provider_onnx_runtime_assigned():
+    assert assigned_device([TRT, CUDA, CPU]) == "tensorrt"
+    assert assigned_device([CUDA, CPU]) == "cuda"
+    assert assigned_device([CPU]) == "cpu"
+
+
+def test_this_hosts_probe_finds_no_gpu_and_says_what_to_install():
+    found = probe()
+    assert found.gpus == 0 and not found.usable("cuda") and not found.usable("tensorrt") and found.usable("cpu")
+    assert "requirements-gpu.txt" in found.missing["cuda"]  # the plain onnxruntime is installed here
 
 
 @pytest.mark.parametrize("level", ["info", "debug"])
@@ -41,10 +74,9 @@ def test_the_server_refuses_to_start_on_a_missing_device_in_one_last_line(base_e
                      tmp_path / "server.log", timeout=120)
     log = (tmp_path / "server.log").read_text()
     last = log.strip().splitlines()[-1]
-    assert last.endswith("ERROR service: the server cannot start: BG_REMOVAL_DEVICE=cuda: CUDAExecutionProvider is "
-                         "not in this onnxruntime (it has AzureExecutionProvider, CPUExecutionProvider); install "
-                         "requirements-gpu.txt on a machine with a GPU, or set BG_REMOVAL_FALLBACK=true to serve on "
-                         "the CPU"), last
+    assert last.endswith("ERROR service: the server cannot start: BG_REMOVAL_DEVICE=cuda cannot run here: this "
+                         "onnxruntime has no GPU providers: install requirements-gpu.txt (onnxruntime-gpu) on a host "
+                         "with an NVIDIA GPU; or set BG_REMOVAL_FALLBACK=true to serve on the CPU"), last
     assert ("Traceback" in log) == (level == "debug")  # a traceback only when asked for
 
 
@@ -53,8 +85,9 @@ def test_with_fallback_the_server_says_where_it_runs_and_why(base_env, tmp_path)
                            "BG_REMOVAL_FALLBACK": "true"}, tmp_path / "server.log")
     try:
         device = server.get("/api/bg/status").json()["device"]
-        assert device["requested"] == "cuda" and device["used"] == "cpu" and device["providers"] == [CPU]
-        assert "CUDAExecutionProvider" in device["fallback_reason"] and device["gpu"] is None
+        assert device["requested"] == "cuda" and device["used"] == "cpu" and device["gpu"] is None
+        assert device["fallback_reason"].startswith("BG_REMOVAL_DEVICE=cuda cannot run here: this onnxruntime has no "
+                                                    "GPU providers")
         assert server.get("/api/bg/health").json()["device"] == "cpu"
         assert "device fallback: BG_REMOVAL_DEVICE=cuda" in server.log.read_text()
     finally:

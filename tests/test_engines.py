@@ -49,9 +49,28 @@ def test_a_named_engine_gets_its_best_precision():
     assert pick(engine="onnxruntime") == Choice("onnxruntime", "float32", "isnet-general-tiny")
 
 
-def test_a_gpu_keeps_onnx_runtime():
-    assert pick(device="cuda") == Choice("onnxruntime", "float32", "isnet-general-tiny")
-    assert pick(gpu=True) == Choice("onnxruntime", "float32", "isnet-general-tiny")
+def test_a_gpu_runs_the_float16_build_on_onnx_runtime():
+    on_gpu = Choice("onnxruntime", "float16", "isnet-general-use-fp16", device="cuda")
+    assert pick(device="cuda", gpu=True) == on_gpu
+    assert pick(gpu=True) == on_gpu  # auto, where a GPU answers
+    assert pick(device="tensorrt", gpu=True) == Choice("onnxruntime", "float16", "isnet-general-use-fp16",
+                                                       device="tensorrt")
+    # a row without a float16 build runs as it is; an explicit precision is kept
+    assert pick(U2NETP, gpu=True) == Choice("onnxruntime", "float32", "u2netp", device="cuda")
+    assert pick(precision="float32", gpu=True) == Choice("onnxruntime", "float32", "isnet-general-tiny", device="cuda")
+
+
+def test_where_no_gpu_answers_auto_runs_what_the_cpu_runs_best():
+    assert pick(gpu=False) == pick()  # the GPU requirements installed on a CPU-only host change nothing
+    assert pick(gpu=False).device == "cpu"
+
+
+def test_float16_is_for_the_float16_builds():
+    assert pick(precision="float16") == Choice("onnxruntime", "float16", "isnet-general-use-fp16")
+    with pytest.raises(EngineUnavailable, match="u2netp has no float16 build"):
+        pick(U2NETP, precision="float16")
+    with pytest.raises(EngineUnavailable, match="the float16 builds run on ONNX Runtime"):
+        pick(engine="openvino", precision="float16")
 
 
 def test_without_openvino_everything_runs_on_onnx_runtime():
@@ -64,7 +83,7 @@ def test_without_openvino_everything_runs_on_onnx_runtime():
     (dict(engine="onnxruntime", precision="bfloat16"), ZEN4, True, "ONNX Runtime has no bf16 kernels"),
     (dict(engine="openvino"), ZEN4, False, "the openvino package is not installed"),
     (dict(engine="openvino", precision="int8"), HASWELL, True, "needs VNNI or AMX"),
-    (dict(engine="openvino", device="cuda"), ZEN4, True, "runs on the CPU only"),
+    (dict(engine="openvino", device="cuda", gpu=True), ZEN4, True, "runs on the CPU only"),
     (dict(precision="int8", spec=U2NETP), ZEN4, True, "u2netp has no int8 build"),
     (dict(precision="float32", spec=CATALOG["isnet-general-int8"]), ZEN4, True, "is an int8 graph"),
     (dict(engine="onnxruntime", spec=CATALOG["isnet-general-ir"]), ZEN4, True, "ONNX Runtime cannot read it"),

@@ -12,7 +12,6 @@ BG_REMOVAL_ENGINE, BG_REMOVAL_PRECISION, BG_REMOVAL_DEVICE and this CPU's classe
 """
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -33,8 +32,8 @@ if TYPE_CHECKING:  # the choice runs in gunicorn's master too, which stays witho
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "onnxruntime", "openvino")
-PRECISIONS = ("auto", "float32", "bfloat16", "int8")
-SHORT = {"float32": "f32", "bfloat16": "bf16", "int8": "int8"}
+PRECISIONS = ("auto", "float32", "float16", "bfloat16", "int8")
+SHORT = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int8": "int8"}
 # How the engines word a failed allocation: C++'s bad_alloc, ONNX Runtime's allocators, CUDA's.
 OUT_OF_MEMORY = re.compile(r"bad_alloc|bad allocation|failed to allocate|out of memory|memoryallocation", re.I)
 
@@ -56,6 +55,7 @@ class Engine:
     threads: int
     device = "cpu"
     choice_reason: str | None = None  # why this is not what was asked for (BG_REMOVAL_FALLBACK)
+    device_reason: str | None = None  # why the device is not the one asked for (service/device.py)
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32. At ``deadline``
@@ -85,7 +85,8 @@ class Engine:
     def describe(self) -> dict:
         """What runs, for the status endpoints and the start log."""
         return {"name": self.name, "precision": self.precision, "build": self.build.name,
-                "device": self.device, "threads": self.threads, "fallback_reason": self.choice_reason}
+                "device": self.device, "threads": self.threads, "fallback_reason": self.choice_reason,
+                "device_fallback_reason": self.device_reason}
 
     def failure(self, exc: Exception, timed_out: bool) -> Exception:
         """The typed error for a run that raised ``exc`` (``timed_out``: stopped at its deadline)."""
@@ -110,44 +111,40 @@ class Engine:
 @dataclass(frozen=True)
 class Choice:
     """The engine and precision that serve a catalog name, the build that runs, and why it is not
-    what was asked for (None when it is)."""
+    what was asked for (None when it is); the device it runs on (service/device.py) and why that
+    is not the one asked for."""
     engine: str
     precision: str
     build: str
     reason: str | None = None
+    device: str = "cpu"
+    device_reason: str | None = None
 
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def onnxruntime_has_gpu() -> bool:
-    """Whether the installed onnxruntime is the GPU build (requirements-gpu.txt), read from its
-    package metadata: importing it to ask costs its memory in a server that may run OpenVINO."""
-    try:
-        importlib.metadata.distribution("onnxruntime-gpu")
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-def _build(spec: ModelSpec, engine: str, precision: str) -> str:
-    if precision == "int8":
-        return spec.name if spec.precision == "int8" else spec.int8
+def _build(spec: ModelSpec, engine: str, precision: str) -> str | None:
+    if precision in ("int8", "float16"):
+        return spec.name if spec.precision == precision else getattr(spec, {"int8": "int8", "float16": "gpu"}[precision])
     return (spec.openvino or spec.name) if engine == "openvino" else spec.name
 
 
 def _auto(spec: ModelSpec, engine: str, device: str, classes: tuple[str, ...], openvino: bool,
-          gpu: bool) -> tuple[str, str]:
+          on_gpu: bool) -> tuple[str, str]:
     """The fastest (engine, precision) for ``spec`` whose masks pass the quality guard and whose
-    memory fits its tier, where ``engine`` is "auto" or fixed: the first of the row's ``prefer``
-    pairs this machine can run and is of the class for (a GPU keeps ONNX Runtime), else the
-    row's own precision. int8 is
-    the operator's choice (the 256 MB tier), never taken for a float row."""
-    on_gpu = device in ("cuda", "tensorrt") or (device == "auto" and gpu)
+    memory fits its tier, where ``engine`` is "auto" or fixed. On a GPU (``on_gpu``): ONNX
+    Runtime, on the row's float16 build where it has one (no int8 weights widened at every run).
+    On the CPU: the first of the row's ``prefer`` pairs this machine can run and is of the class
+    for, else the row's own precision. int8 is the operator's choice (the 256 MB tier), never
+    taken for a float row."""
+    if on_gpu:
+        if engine in ("auto", "onnxruntime") and spec.gpu:
+            return "onnxruntime", "float16"
+        return ("onnxruntime" if engine == "auto" else engine), spec.precision or "float32"
     for candidate, precision, *needs in spec.prefer:
-        if engine in ("auto", candidate) and not (on_gpu and candidate != "onnxruntime") \
-                and all(need in classes for need in needs) \
+        if engine in ("auto", candidate) and all(need in classes for need in needs) \
                 and _refusal(spec, candidate, precision, device, classes, openvino) is None:
             return candidate, precision
     return ("onnxruntime" if engine == "auto" else engine), spec.precision or "float32"
@@ -164,8 +161,12 @@ def _refusal(spec: ModelSpec, engine: str, precision: str, device: str, classes:
         return f"{spec.name} is an OpenVINO IR; ONNX Runtime cannot read it (BG_REMOVAL_ENGINE=openvino)"
     if spec.precision == "int8" and precision != "int8":
         return f"{spec.name} is an int8 graph; it runs at BG_REMOVAL_PRECISION=int8 (or auto) only"
-    if precision == "int8" and _build(spec, engine, precision) is None:
-        return f"BG_REMOVAL_PRECISION=int8: {spec.name} has no int8 build"
+    if spec.precision == "float16" and precision != "float16":
+        return f"{spec.name} is a float16 graph; it runs at BG_REMOVAL_PRECISION=float16 (or auto) only"
+    if precision in ("int8", "float16") and _build(spec, engine, precision) is None:
+        return f"BG_REMOVAL_PRECISION={precision}: {spec.name} has no {precision} build"
+    if precision == "float16" and engine == "openvino":
+        return "BG_REMOVAL_PRECISION=float16: the float16 builds run on ONNX Runtime (BG_REMOVAL_ENGINE=onnxruntime)"
     if precision == "int8" and engine == "openvino" and not has_vnni(classes):
         return ("BG_REMOVAL_PRECISION=int8 on OpenVINO needs VNNI or AMX (this CPU has "
                 f"{', '.join(classes) or 'no AVX2'}): without them its u8×s8 sums can saturate")
@@ -181,27 +182,35 @@ def choose(spec: ModelSpec, engine: str = "auto", precision: str = "auto", devic
            fallback: bool = False, classes: tuple[str, ...] | None = None, openvino: bool | None = None,
            gpu: bool | None = None) -> Choice:
     """The :class:`Choice` for serving ``spec`` with the requested engine (ENGINES), precision
-    (PRECISIONS) and device, on a CPU with ``classes`` (default: this one's) where OpenVINO is or
-    is not installed and onnxruntime has or has no GPU build (default: as here).
+    (PRECISIONS) and device (service/device.py's DEVICES), on a CPU with ``classes`` (default:
+    this one's) where OpenVINO is or is not installed and the device asked for does or does not
+    resolve to a GPU (``gpu``; default: as :func:`service.device.resolve` finds this host).
 
-    Raises EngineUnavailable when the request cannot be met, unless ``fallback``: then the
-    automatic choice serves and ``reason`` says why.
+    Raises EngineUnavailable when the request cannot be met, and DeviceUnavailable when a GPU
+    device asked for by name cannot run here, unless ``fallback``: then the automatic choice
+    serves and ``reason`` (``device_reason``) says why.
     """
+    from ..device import probe, resolve
+
     classes = cpu_classes() if classes is None else classes
     openvino = openvino_installed() if openvino is None else openvino
-    gpu = onnxruntime_has_gpu() if gpu is None else gpu
+    if gpu is None:
+        placed, device_reason = resolve(device, probe(), fallback)
+    else:
+        placed, device_reason = (("cuda" if device in ("auto", "cpu") else device) if gpu else "cpu"), None
+    on_gpu = placed != "cpu"
     if precision == "auto":
-        suggested, precision = _auto(spec, engine, device, classes, openvino, gpu)
+        suggested, precision = _auto(spec, engine, placed, classes, openvino, on_gpu)
         engine = suggested if engine == "auto" else engine
     if engine == "auto":  # a precision asked for: the engine that serves it best
         engine = "openvino" if precision == "bfloat16" else "onnxruntime"
-    reason = _refusal(spec, engine, precision, device, classes, openvino)
+    reason = _refusal(spec, engine, precision, placed, classes, openvino)
     if reason is None:
-        return Choice(engine, precision, _build(spec, engine, precision))
+        return Choice(engine, precision, _build(spec, engine, precision), None, placed, device_reason)
     if not fallback:
         raise EngineUnavailable(f"{reason}; or set BG_REMOVAL_FALLBACK=true to serve what this machine can")
-    engine, precision = _auto(spec, "auto", device, classes, openvino, gpu)
-    return Choice(engine, precision, _build(spec, engine, precision), reason)
+    engine, precision = _auto(spec, "auto", placed, classes, openvino, on_gpu)
+    return Choice(engine, precision, _build(spec, engine, precision), reason, placed, device_reason)
 
 
 def settings_choice(spec: ModelSpec, settings, device: str | None = None) -> Choice:
@@ -235,6 +244,7 @@ def create_engine(spec: ModelSpec, choice: Choice, path: Path, settings, device:
                                    device=device or settings.device, fallback=settings.fallback, build=build,
                                    precision=choice.precision)
     engine.choice_reason = choice.reason
+    engine.device_reason = engine.device_reason or choice.device_reason
     return engine
 
 

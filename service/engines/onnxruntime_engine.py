@@ -31,6 +31,10 @@ class OnnxRuntimeEngine(Engine):
     constant at load, so the Convs get prepacked weights and its blocked (NCHWc)
     kernels. Measured on IS-Net at 1024², 2 threads: 2.6–2.8 s → 2.2 s a run,
     peak 335 → 463 MB (README, "Memory and speed"). No effect on float models.
+
+    On CUDA and TensorRT (:mod:`service.device`) ONNX Runtime keeps its own defaults: the
+    activations live in CUDA's arena, capped per session, not in the host's memory. The device
+    reported is the one the session was really given.
     """
 
     name = "onnxruntime"
@@ -40,14 +44,20 @@ class OnnxRuntimeEngine(Engine):
                  build: ModelSpec | None = None, precision: str | None = None):
         import onnxruntime as ort  # heavy: only where a model is really run
 
-        from ..device import gpu_description, place
+        from ..device import place, preload_gpu_libraries, probe
 
-        self.placement = place(device, ort.get_available_providers(), fallback, path.parent / "tensorrt-cache")
+        self.placement = place(device, probe(), fallback, path.parent / "tensorrt-cache")
+        if self.placement.device != "cpu":
+            preload_gpu_libraries()
+        # ONNX Runtime's own log (a provider that did not start, in red, over several lines) only at
+        # LOG_LEVEL=debug: what it means is said once, in the start log's line (_check_placement)
+        ort.set_default_logger_severity(2 if log.isEnabledFor(logging.DEBUG) else 4)
 
         options = ort.SessionOptions()
-        options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
-        options.enable_mem_reuse = mem_reuse
+        if self.placement.device == "cpu":  # on a GPU the activations live in CUDA's capped arena
+            options.enable_cpu_mem_arena = False
+            options.enable_mem_pattern = False
+            options.enable_mem_reuse = mem_reuse
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -67,11 +77,28 @@ class OnnxRuntimeEngine(Engine):
         self.threads = threads
         self.float_weights = float_weights
         self.session = ort.InferenceSession(str(path), options, providers=self.placement.providers)
-        self.providers = self.session.get_providers()  # what ONNX Runtime really assigned
-        self.gpu = gpu_description() if self.placement.device != "cpu" else None  # read once: nvidia-smi
-        self.device = self.placement.device
+        self.session.disable_fallback()  # a run that fails on the GPU raises, never moves to the CPU unsaid
+        self._check_placement(fallback)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.build.output or self.session.get_outputs()[0].name
+
+    def _check_placement(self, fallback: bool) -> None:
+        """The device is what ONNX Runtime really assigned (``get_providers()``), with the reason
+        where it is not the placement's; a GPU device asked for by name that did not start stops
+        the start (DeviceUnavailable) unless ``fallback``."""
+        from ..device import PROVIDERS, DeviceUnavailable, assigned_device, gpu_description
+
+        placement = self.placement
+        self.providers = self.session.get_providers()
+        self.device = assigned_device(self.providers)
+        self.device_reason = placement.fallback_reason
+        if self.device != placement.device:
+            self.device_reason = (f"ONNX Runtime could not start {PROVIDERS[placement.device]} and runs on "
+                                  f"{', '.join(self.providers)} (LOG_LEVEL=debug shows its own words)")
+            if placement.requested != "auto" and not fallback:
+                raise DeviceUnavailable(f"BG_REMOVAL_DEVICE={placement.requested}: {self.device_reason}; or set "
+                                        "BG_REMOVAL_FALLBACK=true to serve on what runs")
+        self.gpu = gpu_description() if self.device != "cpu" else None  # read once: nvidia-smi
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """:meth:`Engine.run`; the deadline sets ONNX Runtime's terminate flag, which it checks between nodes."""
@@ -98,5 +125,5 @@ class OnnxRuntimeEngine(Engine):
     def describe(self) -> dict:
         placement = self.placement
         return {**super().describe(), "providers": self.providers, "requested_device": placement.requested,
-                "device_fallback_reason": placement.fallback_reason, "gpu": self.gpu,
+                "device_fallback_reason": self.device_reason, "gpu": self.gpu,
                 "integer_class": self.integer_class, "exact_int8_mode": self.exact_int8}

@@ -223,15 +223,12 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
     reference (ONNX Runtime, float32, on the CPU)."""
     import tempfile
 
-    import onnxruntime as ort
-
-    from ..device import PROVIDERS
+    from ..device import probe
     from ..server import MALLOC_DEFAULTS
     from .evaluate import iou
 
     files = [p for p in sorted(photos.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    available = ort.get_available_providers()
-    devices = [d for d in ("cpu", "cuda", "tensorrt") if PROVIDERS[d] in available]
+    devices = [d for d in ("cpu", "cuda", "tensorrt") if probe().usable(d)]
     print(f"{len(files)} photos from {photos}; devices {', '.join(devices)}; {cpu_description()}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bg-matrix-") as work:
@@ -251,8 +248,9 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
                 references[reference] = run(reference, max(thread_counts), "cpu",
                                             engine_env("onnxruntime", "float32"))[4]
             for device in (devices if engine == "onnxruntime" else ["cpu"]):
-                for threads in thread_counts:
-                    seconds, peak, label, providers, out = run(model, threads, device, engine_env(engine, precision))
+                for threads in thread_counts:  # on a GPU, the build the server runs there
+                    env = engine_env(engine, precision if device == "cpu" else "auto")
+                    seconds, peak, label, providers, out = run(model, threads, device, env)
                     scores = [iou(np.asarray(Image.open(out / f"{p.stem}.png")),
                                   np.asarray(Image.open(references[reference] / f"{p.stem}.png"))) for p in files]
                     rows.append((label, str(threads), device, providers.replace("ExecutionProvider", ""),
