@@ -64,6 +64,7 @@ def create_app(config: Mapping[str, str] | None = None):
     from .keys import KeyRing
     from .metrics import Metrics
     from .requestlog import init_app as init_request_log
+    from .sizing import gpu_memory_mb, plan
     from .web import rate_limit_headers
 
     settings = Settings.from_env({**os.environ, **(config or {})})
@@ -82,10 +83,12 @@ def create_app(config: Mapping[str, str] | None = None):
     app.json.sort_keys = False
 
     engine, model_fallback = _load_engine(settings)
+    sizing = plan(settings, engine.device, gpu_mb=gpu_memory_mb(engine.describe().get("gpu")))
     app.extensions["bg_settings"] = settings
     app.extensions["bg_engine"] = engine
     app.extensions["bg_model_fallback"] = model_fallback
-    app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting)
+    app.extensions["bg_plan"] = sizing
+    app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting, sizing.concurrency)
     app.extensions["bg_draining"] = threading.Event()  # set at SIGTERM (service/server.py)
     app.extensions["bg_metrics"] = Metrics(app.extensions["bg_gate"], engine)
     app.extensions["bg_keys"] = KeyRing(list(settings.api_keys), settings.rate_limit)
@@ -100,6 +103,8 @@ def create_app(config: Mapping[str, str] | None = None):
     app.extensions["bg_metrics"].init_app(app, settings.metrics_require_key)
     app.after_request(rate_limit_headers)
 
+    if engine.device != "cpu":
+        _warm_up(engine)
     about = engine.describe()
     reasons = [(kind, r) for kind, r in (("engine", about["fallback_reason"]),
                                           ("device", about.get("device_fallback_reason"))) if r]
@@ -110,6 +115,19 @@ def create_app(config: Mapping[str, str] | None = None):
 
 
 FALLBACK_MODEL = "u2netp"
+
+
+def _warm_up(engine) -> None:
+    """One run on a blank input before the worker takes requests: on a GPU the first run chooses
+    cuDNN's kernels (and TensorRT builds its engine), which would otherwise fall on a user's photo."""
+    import time
+
+    import numpy as np
+
+    size = engine.spec.input_size
+    started = time.perf_counter()
+    engine.run(np.zeros((1, 3, size, size), np.float32))
+    log.info("warmed up on %s in %.1f s", engine.device, time.perf_counter() - started)
 
 
 def check_memory(name: str, build: str | None = None) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from flask import Blueprint, current_app, jsonify, render_template
@@ -89,6 +90,8 @@ def status():
         device=_device(about),
         version=__version__,
         threads=current_engine().threads,
+        worker={"pid": os.getpid(), "workers": current_app.extensions["bg_plan"].workers,
+                "concurrency": current_app.extensions["bg_plan"].concurrency},
         float_weights=settings.float_weights,
         cpu=_cpu(about),
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},

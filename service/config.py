@@ -41,6 +41,12 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _count(env: Mapping[str, str], name: str, high: int) -> int:
+    """A count from 1 to ``high``, or ``auto`` (and unset): 0."""
+    raw = (env.get(name) or "auto").strip().lower()
+    return 0 if raw == "auto" else _int(env, name, 0, 1, high)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = (env.get(name) or default).strip().lower()
     if value not in allowed:
@@ -88,6 +94,8 @@ class Settings:
     model_dir: Path = Path()
     mirror: Path | None = None
     threads: int = 1
+    workers: int = 0                            # worker processes, each with its model; 0: auto (service/sizing.py)
+    concurrency: int = 0                        # images each worker runs at once; 0: auto
     float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
     device: str = "auto"                        # auto, cpu, cuda, tensorrt (service/device.py)
     engine: str = "auto"                        # auto, onnxruntime, openvino (service/engines)
@@ -143,6 +151,8 @@ class Settings:
             model_dir=Path(env.get("MODEL_DIR") or default_model_dir(env)).expanduser(),
             mirror=Path(mirror).expanduser() if mirror else None,
             threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
+            workers=_count(env, "BG_REMOVAL_WORKERS", 64),
+            concurrency=_count(env, "BG_REMOVAL_CONCURRENCY", 64),
             float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",
             device=_choice(env, "BG_REMOVAL_DEVICE", ("auto", "cpu", "cuda", "tensorrt"), "auto"),
             engine=_choice(env, "BG_REMOVAL_ENGINE", ENGINES, "auto"),

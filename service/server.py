@@ -1,9 +1,11 @@
-"""The production server: gunicorn, one worker process, a few threads.
+"""The production server: gunicorn, its worker processes (one on the CPU, several on a GPU:
+service/sizing.py), a few threads each.
 
-One worker because the model is the memory: a second worker would hold a
-second copy. Threads let health and status answer while an image runs; the
-admission gate keeps inference itself to one at a time. The master process
-never imports the app, so it stays a few tens of MB.
+On the CPU one worker, because the model is the memory: a second worker would hold a second
+copy. Threads let health and status answer while an image runs; the admission gate keeps the
+images each worker runs at once to its concurrency. The master process never imports the app
+(nor starts a GPU's driver, which its forked workers could then not use), so it stays a few tens
+of MB.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from . import check_memory, ensure_model
 from .catalog import CATALOG
 from .config import ConfigError, Settings
 from .engines import settings_choice
+from .device import gpu_description
+from .sizing import gpu_memory_mb, plan
 
 log = logging.getLogger("service")
 
@@ -129,10 +133,10 @@ def _repeat_start_error(_arbiter) -> None:
         log.error("the server cannot start: %s", reason)
 
 
-def gunicorn_options(settings: Settings) -> dict:
+def gunicorn_options(settings: Settings, workers: int = 1) -> dict:
     return {
         "bind": f"{settings.host}:{settings.port}",
-        "workers": 1,
+        "workers": workers,
         "worker_class": "service.server.JsonErrorWorker",
         "threads": settings.web_threads,
         # A 1024² IS-Net run takes seconds on one slow core; gthread workers
@@ -174,10 +178,18 @@ def serve(app_uri: str) -> None:
     except ConfigError as exc:
         _fail(exc, False)
     debug = settings.log_level == "debug"
+    workers = 1
     try:
-        build = settings_choice(CATALOG[settings.model], settings).build  # EngineUnavailable: one line
-        check_memory(settings.model, build)  # before a download it could never use
-        ensure_model(settings, build)
+        choice = settings_choice(CATALOG[settings.model], settings)  # Engine-, DeviceUnavailable: one line
+        sizing = plan(settings, choice.device,
+                      gpu_mb=gpu_memory_mb(gpu_description()) if choice.device != "cpu" else None)
+        workers = sizing.workers
+        log.info("%d worker%s, %d image%s at once each (%s)", workers, "" if workers == 1 else "s",
+                 sizing.concurrency, "" if sizing.concurrency == 1 else "s", sizing.reason)
+        check_memory(settings.model, choice.build)  # before a download it could never use
+        ensure_model(settings, choice.build)
+    except ConfigError as exc:
+        _fail(exc, debug)
     except (MemoryError, RuntimeError) as exc:
         if not settings.fallback:
             _fail(exc, debug)
@@ -189,7 +201,7 @@ def serve(app_uri: str) -> None:
 
     class Server(BaseApplication):
         def load_config(self):
-            for key, value in gunicorn_options(settings).items():
+            for key, value in gunicorn_options(settings, workers).items():
                 self.cfg.set(key, value)
 
         def load(self):

@@ -1,0 +1,81 @@
+"""BG_REMOVAL_WORKERS and BG_REMOVAL_CONCURRENCY: what auto picks on the CPU and on a GPU, what
+is refused, and a real server with two workers and two images at once each."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.config import ConfigError, Settings
+from service.sizing import GPU_CONCURRENCY, GPU_MAX_WORKERS, Plan, gpu_memory_mb, plan
+
+from .support import start_server
+
+
+def test_on_the_cpu_auto_runs_one_worker_one_image_at_a_time():
+    assert plan(Settings(), "cpu", cores=16).counts == (1, 1)
+
+
+def test_on_a_gpu_auto_runs_a_worker_a_core_each_with_images_overlapping():
+    h200 = plan(Settings(), "cuda", cores=16, host_mb=128 * 1024, gpu_mb=143771)
+    assert h200 == Plan(16, GPU_CONCURRENCY, "on cuda: a worker a core, bounded by 16 cores")
+    assert plan(Settings(), "cuda", cores=4, host_mb=16 * 1024).counts == (4, GPU_CONCURRENCY)
+    assert plan(Settings(), "tensorrt", cores=1, host_mb=16 * 1024).counts == (1, GPU_CONCURRENCY)
+    assert plan(Settings(), "cuda", cores=64, host_mb=512 * 1024).workers == GPU_MAX_WORKERS
+
+
+def test_on_a_gpu_the_hosts_and_the_cards_memory_bound_the_workers():
+    small_card = plan(Settings(), "cuda", cores=16, host_mb=128 * 1024, gpu_mb=24 * 1024)
+    assert small_card.counts == (9, GPU_CONCURRENCY) and "the card's 24 GB" in small_card.reason
+    small_host = plan(Settings(), "cuda", cores=16, host_mb=6 * 1024, gpu_mb=80 * 1024)
+    assert small_host.counts == (4, GPU_CONCURRENCY) and "6 GB of memory" in small_host.reason
+    assert plan(Settings(), "cuda", cores=16, host_mb=1024).workers == 1  # never none
+
+
+def test_the_cards_memory_is_read_from_nvidia_smis_words():
+    assert gpu_memory_mb({"name": "NVIDIA H200", "memory": "143771 MiB"}) == 143771
+    assert gpu_memory_mb(None) is None and gpu_memory_mb({"memory": "[N/A]"}) is None
+
+
+def test_set_counts_are_kept():
+    settings = Settings.from_env({"BG_REMOVAL_WORKERS": "3", "BG_REMOVAL_CONCURRENCY": "4"})
+    assert plan(settings, "cpu", cores=2) == Plan(3, 4, "as set")
+    assert plan(Settings.from_env({"BG_REMOVAL_WORKERS": "auto"}), "cpu", cores=2).counts == (1, 1)
+
+
+def test_a_rate_limit_keeps_one_worker_and_refuses_more():
+    keyed = {"API_KEY": "k", "RATE_LIMIT_PER_MINUTE": "10"}
+    assert plan(Settings.from_env(keyed), "cuda", cores=16, host_mb=64 * 1024).workers == 1
+    with pytest.raises(ConfigError, match="BG_REMOVAL_WORKERS above 1 with RATE_LIMIT_PER_MINUTE"):
+        plan(Settings.from_env({**keyed, "BG_REMOVAL_WORKERS": "2"}), "cuda", cores=16)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "65", "many"])
+def test_a_bad_count_is_refused_at_start(value):
+    with pytest.raises(ConfigError, match="BG_REMOVAL_WORKERS"):
+        Settings.from_env({"BG_REMOVAL_WORKERS": value})
+
+
+def test_two_workers_serve_side_by_side(base_env, tmp_path, sample_photo):
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2", "BG_REMOVAL_CONCURRENCY": "2"}
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        import requests
+
+        pids = set()
+        for _ in range(200):  # a new connection each time: either worker may take it
+            with requests.Session() as fresh:
+                status = fresh.get(server.url + "/api/bg/status", timeout=10).json()
+            assert status["worker"]["workers"] == 2 and status["worker"]["concurrency"] == 2
+            pids.add(status["worker"]["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: server.post("/api/bg/remove",
+                                                          files={"file": ("p.jpg", sample_photo.read_bytes())}),
+                                    range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
+    finally:
+        assert server.stop() == 0
+    assert "2 workers, 2 images at once each (as set)" in server.log.read_text()
