@@ -99,10 +99,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="instead: every model build × thread count × device on the same photos, "
                             "with agreement against the float32 reference")
     bench.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2], metavar="N",
-                       help="with --matrix: the thread counts to try")
+                       help="with --matrix and --throughput: the thread counts to try")
     bench.add_argument("--jobs-workers", type=int, nargs="+", metavar="N",
                        help="photos a minute through the job queue with N workers against the server alone "
                             "(needs redis-server); the first of --models, --requests photos")
+    bench.add_argument("--throughput", action="store_true",
+                       help="instead: photos a second at --concurrency clients for each count of --workers × "
+                            "--server-concurrency × --thread-counts, with the latency alone and under load")
+    bench.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                       help="with --throughput: BG_REMOVAL_WORKERS values")
+    bench.add_argument("--server-concurrency", type=int, nargs="+", default=[1], metavar="N",
+                       help="with --throughput: BG_REMOVAL_CONCURRENCY values (images each worker runs at once)")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+                       help="with --throughput: BG_REMOVAL_DEVICE for the server")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
     bench.add_argument("--effects", action="store_true",
@@ -448,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
             from .tools.bench import matrix
 
             return matrix(args.models, photos, args.thread_counts, args.engines, args.precisions)
+        if args.throughput:
+            from .tools.throughput import main as throughput
+
+            return throughput(args.models, photos, args.workers, args.server_concurrency, args.thread_counts,
+                              args.concurrency, args.requests, args.device)
         if args.stages:
             from .server import apply_malloc_defaults
 
