@@ -10,7 +10,7 @@ from PIL import Image
 
 from service.catalog import CATALOG
 from service.cpu import cpu_classes, has_bf16
-from service.engines import Choice, EngineUnavailable, choose
+from service.engines import Choice, Engine, EngineUnavailable, choose
 
 from .support import start_server
 
@@ -58,6 +58,15 @@ def test_a_gpu_runs_the_float16_build_on_onnx_runtime():
     # a row without a float16 build runs as it is; an explicit precision is kept
     assert pick(U2NETP, gpu=True) == Choice("onnxruntime", "float32", "u2netp", device="cuda")
     assert pick(precision="float32", gpu=True) == Choice("onnxruntime", "float32", "isnet-general-tiny", device="cuda")
+
+
+def test_x_model_used_names_a_gpu_device_and_leaves_the_cpu_unsaid():
+    engine = Engine()
+    engine.spec, engine.name, engine.precision = TINY, "onnxruntime", "float16"
+    engine.device = "cuda"
+    assert engine.label == "isnet-general-tiny (onnxruntime, f16, cuda)"
+    engine.device, engine.precision = "cpu", "float32"
+    assert engine.label == "isnet-general-tiny (onnxruntime, f32)"
 
 
 def test_where_no_gpu_answers_auto_runs_what_the_cpu_runs_best():

@@ -74,8 +74,10 @@ class Engine:
 
     @property
     def label(self) -> str:
-        """The name served and how it runs, as X-Model-Used says it: ``isnet-general-tiny (openvino, bf16)``."""
-        return f"{self.spec.name} ({self.name}, {SHORT[self.precision]})"
+        """The name served and how it runs, as X-Model-Used says it: ``isnet-general-tiny (openvino, bf16)``
+        on the CPU, ``isnet-general-tiny (onnxruntime, f16, cuda)`` on a GPU."""
+        where = "" if self.device == "cpu" else f", {self.device}"
+        return f"{self.spec.name} ({self.name}, {SHORT[self.precision]}{where})"
 
     @property
     def runtime(self) -> str:
