@@ -130,19 +130,21 @@ def _warm_up(engine) -> None:
     log.info("warmed up on %s in %.1f s", engine.device, time.perf_counter() - started)
 
 
-def check_memory(name: str, build: str | None = None) -> None:
+def check_memory(name: str, build: str | None = None, engine: str | None = None) -> None:
     """Raise MemoryError when catalog model ``name``, run as catalog build ``build`` (whose row's
-    figure counts where it has one), needs more memory at work than this container's limit (its
-    cgroup) allows: checked before its file is fetched."""
+    figure counts where it has one; OpenVINO's own where ``engine`` is it and the row has one),
+    needs more memory at work than this container's limit (its cgroup) allows: checked before its
+    file is fetched."""
     from .catalog import CATALOG
     from .memory import cgroup_limit_mb
 
     spec, limit = CATALOG[name], cgroup_limit_mb()
     if build is not None and CATALOG[build].memory_mb:
         spec = CATALOG[build]
-    if spec.memory_mb and limit and spec.memory_mb > limit:
+    need_mb = (spec.openvino_memory_mb if engine == "openvino" else None) or spec.memory_mb
+    if need_mb and limit and need_mb > limit:
         need = "about" if spec.memory_measured else "at least"
-        raise MemoryError(f"{name} needs {need} {spec.memory_mb} MB at work; this container's memory "
+        raise MemoryError(f"{name} needs {need} {need_mb} MB at work; this container's memory "
                           f"limit is {limit:.0f} MB")
 
 
@@ -157,7 +159,7 @@ def load_engine(name: str, settings, device: str | None = None):
 
     spec = CATALOG[name]
     choice = settings_choice(spec, settings, device)
-    check_memory(name, choice.build)
+    check_memory(name, choice.build, choice.engine)
     settings = replace(settings, model=name)
     return create_engine(spec, choice, ensure_model(settings, choice.build), settings, device)
 

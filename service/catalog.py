@@ -70,6 +70,8 @@ class ModelSpec:
     # (bench --memory-limit) where measured, else the tree's summed RSS, which counts the pages
     # the gunicorn master and worker share twice and so errs high.
     memory_mb: int | None = None
+    # What OpenVINO needs for this row where it differs (it packs its own weights and activations).
+    openvino_memory_mb: int | None = None
     # False: memory_mb is a floor worked out from the architecture (weights, the largest tensor
     # of a run, the idle server), for files that could not be had here to measure.
     memory_measured: bool = True
@@ -123,7 +125,10 @@ _ROWS = (
                     "float activations (default; OpenVINO runs isnet-general-ir under this name)",
         memory_mb=385,
         openvino="isnet-general-ir", int8="isnet-general-int8", gpu="isnet-general-use-fp16",
-        prefer=(("openvino", "bfloat16"),),  # OpenVINO's float32 is faster too, but needs ~300 MB more
+        # bf16 where the CPU has it; else, on VNNI, OpenVINO's static int8, whose masks pass the
+        # guard against the truth (docs/engines.md) at 0.46× rembg's time under an AVX512-VNNI cap.
+        # OpenVINO's float32 is faster than ONNX Runtime's too, but needs ~300 MB more.
+        prefer=(("openvino", "bfloat16"), ("openvino", "int8")),
     ),
     ModelSpec(
         name="isnet-general-int8",
@@ -135,6 +140,7 @@ _ROWS = (
         description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
                     "isnet-general-tiny; its masks differ from float32's on a few photos",
         memory_mb=240,  # cgroup peak 233 MB in a 256 MB cgroup, no OOM kill (summed RSS 269)
+        openvino_memory_mb=385,  # cgroup peak 382 MB in a 512 MB cgroup under an AVX512-VNNI cap
         precision="int8",
     ),
     ModelSpec(

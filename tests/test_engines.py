@@ -28,14 +28,14 @@ def pick(spec=TINY, engine="auto", precision="auto", classes=ZEN4, **kw) -> Choi
 
 @pytest.mark.parametrize("spec, classes, expected", [
     (TINY, ZEN4, Choice("openvino", "bfloat16", "isnet-general-ir")),
-    (TINY, ICE_LAKE, Choice("onnxruntime", "float32", "isnet-general-tiny")),
+    (TINY, ICE_LAKE, Choice("openvino", "int8", "isnet-general-int8")),  # VNNI without bf16
     (TINY, HASWELL, Choice("onnxruntime", "float32", "isnet-general-tiny")),
     (U2NETP, ZEN4, Choice("openvino", "float32", "u2netp-rembg")),  # bf16 would move its masks
     (U2NETP, HASWELL, Choice("onnxruntime", "float32", "u2netp")),  # OpenVINO's is faster with AVX512 only
     (CATALOG["isnet-general-int8"], ZEN4, Choice("onnxruntime", "int8", "isnet-general-int8")),
     (CATALOG["isnet-general-ir"], HASWELL, Choice("openvino", "float32", "isnet-general-ir")),
 ])
-def test_auto_takes_bf16_where_the_cpu_has_it_and_float32_elsewhere(spec, classes, expected):
+def test_auto_takes_bf16_where_the_cpu_has_it_int8_on_vnni_and_float32_elsewhere(spec, classes, expected):
     assert pick(spec, classes=classes) == expected
 
 
@@ -216,7 +216,8 @@ def test_the_choice_imports_no_engine_or_image_library(base_env):
 
     code = ("import sys; from service import check_memory; from service.config import Settings; "
             "from service.engines import settings_choice; from service.catalog import CATALOG; "
-            "s = Settings.from_env(); check_memory(s.model, settings_choice(CATALOG[s.model], s).build); "
+            "from service.sizing import plan; s = Settings.from_env(); c = settings_choice(CATALOG[s.model], s); "
+            "check_memory(s.model, c.build, c.engine); plan(s, c.device); "
             "print(sorted(m for m in ('numpy', 'PIL', 'flask', 'openvino', 'onnxruntime') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,
                             timeout=60)

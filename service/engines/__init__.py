@@ -139,8 +139,9 @@ def _auto(spec: ModelSpec, engine: str, device: str, classes: tuple[str, ...], o
     memory fits its tier, where ``engine`` is "auto" or fixed. On a GPU (``on_gpu``): ONNX
     Runtime, on the row's float16 build where it has one (no int8 weights widened at every run).
     On the CPU: the first of the row's ``prefer`` pairs this machine can run and is of the class
-    for, else the row's own precision. int8 is the operator's choice (the 256 MB tier), never
-    taken for a float row."""
+    for, else the row's own precision. int8 is taken only where the row lists it (its masks
+    pass the quality guard against the truth); otherwise it is the operator's choice (the
+    256 MB tier)."""
     if on_gpu:
         if engine in ("auto", "onnxruntime") and spec.gpu:
             return "onnxruntime", "float16"
