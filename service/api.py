@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, render_template
 from . import __version__
 from .config import ALLOWED_EXTENSIONS
 from .memory import peak_rss_mb, release_memory, rss_mb
-from .web import (admission_gate, admit_request, current_engine, current_settings, form_options, image_response,
+from .web import (admission_gate, admit_request, current_engine, current_model, current_settings, form_options, image_response,
                   request_deadline, require_api_key, run_pipeline, uploaded_file)
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
@@ -83,8 +83,8 @@ def status():
         status="ready",
         model=current_engine().spec.name,
         requested_model=settings.model,
-        model_fallback_reason=current_app.extensions["bg_model_fallback"],
-        runs_on_fallback_model=current_app.extensions.get("bg_fallback_runs", 0),
+        model_fallback_reason=current_model().model_fallback,
+        runs_on_fallback_model=current_model().fallback_runs,
         model_used=current_engine().label,
         engine=about,
         device=_device(about),

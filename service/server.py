@@ -186,7 +186,7 @@ def serve(app_uri: str) -> None:
         workers = sizing.workers
         log.info("%d worker%s, %d image%s at once each (%s)", workers, "" if workers == 1 else "s",
                  sizing.concurrency, "" if sizing.concurrency == 1 else "s", sizing.reason)
-        check_memory(settings.model, choice.build, choice.engine)  # before a download it could never use
+        check_memory(settings.model, choice.build, choice.engine, workers)  # before a download it could never use
         ensure_model(settings, choice.build)
     except ConfigError as exc:
         _fail(exc, debug)

@@ -5,7 +5,6 @@ beside it: api.py (/api/bg), removebg.py (remove.bg's /v1.0), batch.py, jobs/api
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import PurePosixPath
 
@@ -17,26 +16,29 @@ from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, Ne
 
 from .config import Settings
 from .engines import Engine
-from .errors import (BadColor, BadRequest, FileTooLarge, MissingFile, OutOfMemory, ServiceError, Unauthorized,
+from .errors import (BadColor, BadRequest, FileTooLarge, MissingFile, ServiceError, Unauthorized,
                      memory_exhausted)
 from .gate import AdmissionGate
 from .keys import KeyRing
 from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
                       parse_margin, parse_padding)
-from .memory import release_memory
-from .pipeline import Options, Result, cut_out
+from .holder import ModelHolder
+from .pipeline import Options, Result
 from .requestlog import note
 
 log = logging.getLogger(__name__)
-_fallback_lock = threading.Lock()
 
 
 def current_settings() -> Settings:
     return current_app.extensions["bg_settings"]
 
 
+def current_model() -> ModelHolder:
+    return current_app.extensions["bg_model"]
+
+
 def current_engine() -> Engine:
-    return current_app.extensions["bg_engine"]
+    return current_model().engine
 
 
 def admission_gate() -> AdmissionGate:
@@ -164,35 +166,11 @@ def request_deadline() -> float:
     return time.monotonic() + current_settings().request_timeout
 
 
-def _fallback_engine(failure: OutOfMemory) -> Engine:
-    """u2netp on the CPU, for an image the configured model could not get the memory for
-    (BG_REMOVAL_FALLBACK): loaded at the first such run, then kept (it needs about 100 MB at
-    work). Raises ``failure`` again where there is no fallback or it can't be loaded either."""
-    from . import FALLBACK_MODEL, load_engine
-
-    settings, extensions = current_settings(), current_app.extensions
-    if not settings.fallback or current_engine().spec.name == FALLBACK_MODEL:
-        raise failure
-    release_memory()  # what the failed run left
-    with _fallback_lock:
-        if extensions.get("bg_fallback_engine") is None:
-            try:
-                extensions["bg_fallback_engine"] = load_engine(FALLBACK_MODEL, settings, device="cpu")
-            except Exception as exc:
-                log.error("fallback model %s could not be loaded: %s", FALLBACK_MODEL, exc)
-                raise failure from exc
-    log.warning("%s; this image goes to %s (BG_REMOVAL_FALLBACK)", failure.message, FALLBACK_MODEL)
-    extensions["bg_fallback_runs"] = extensions.get("bg_fallback_runs", 0) + 1
-    return extensions["bg_fallback_engine"]
-
-
 def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
     """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log
-    line. A run that fails for memory is retried once on the fallback model, where allowed."""
-    try:
-        result = cut_out(data, current_engine(), current_settings(), options, deadline)
-    except OutOfMemory as failure:
-        result = cut_out(data, _fallback_engine(failure), current_settings(), options, deadline)
+    line. A run that fails for memory is retried once on the fallback model, where allowed
+    (:meth:`service.holder.ModelHolder.cut_out`)."""
+    result = current_model().cut_out(data, options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
          confidence=round(result.confidence, 3), model=result.model)
     current_app.extensions["bg_metrics"].model_run.observe(result.model_ms / 1000)

@@ -79,3 +79,19 @@ def test_two_workers_serve_side_by_side(base_env, tmp_path, sample_photo):
     finally:
         assert server.stop() == 0
     assert "2 workers, 2 images at once each (as set)" in server.log.read_text()
+
+
+def test_workers_that_would_not_fit_the_containers_memory_are_refused_at_start(base_env, tmp_path):
+    from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+
+    try:
+        group = MemoryCgroup(400)
+    except CgroupUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        with pytest.raises(RuntimeError, match="exited") as info:
+            start_server({**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2"}, tmp_path / "server.log",
+                         preexec_fn=group.enter)
+    finally:
+        group.remove()
+    assert "in each of 2 workers (BG_REMOVAL_WORKERS); this container's memory limit is 400 MB" in str(info.value)

@@ -28,7 +28,7 @@ HEARTBEAT_TTL_S = 15
 MAINTENANCE_S = 10
 WORKER_TTL_S = 30  # also bounds how long an idle worker waits before it looks at maintenance again
 
-_engine = None    # loaded once by main(); the job function uses it
+_model = None     # the ModelHolder, loaded once by main(); the job function uses it
 _settings = None
 
 
@@ -64,8 +64,6 @@ def _background(store: Store, job_id: str):
 
 def process(job_id: str) -> None:
     """The RQ job: every image of job ``job_id`` not yet recorded, then the webhook."""
-    from ..pipeline import cut_out
-
     rq_job = get_current_job()
     store = Store(rq_job.connection, _settings.max_job_store, _settings.job_ttl)
     info = store.info(job_id)
@@ -89,7 +87,7 @@ def process(job_id: str) -> None:
             data = store.get(job_id, f"in:{index}")
             if data is None:
                 raise ServiceError("the upload expired before it was processed")
-            result = cut_out(data, _engine, _settings, options, time.monotonic() + _settings.request_timeout)
+            result = _model.cut_out(data, options, time.monotonic() + _settings.request_timeout)
             del data
             if not store.reserve(job_id, len(result.body)):
                 raise ServiceError("the job store is full (MAX_JOB_STORE_MB): this result could not be kept")
@@ -136,9 +134,9 @@ def failed(job, connection, exc_type, exc_value, traceback) -> None:
 
 def main() -> int:
     """Load the model as the server does, connect to REDIS_URL, and work until SIGTERM."""
-    global _engine, _settings
-    from .. import load_engine
+    global _model, _settings
     from ..config import ConfigError, Settings
+    from ..holder import ModelHolder
     from ..server import apply_malloc_defaults
 
     apply_malloc_defaults()
@@ -148,11 +146,11 @@ def main() -> int:
         if not _settings.redis_url:
             raise ConfigError("REDIS_URL is not set: a worker takes its jobs from Redis")
         jobs = Jobs.connect(_settings)
-        _engine = load_engine(_settings.model, _settings)
+        _model = ModelHolder.load(_settings)
     except Exception as exc:
         log.error("the worker cannot start: %s", " ".join(str(exc).split()) or exc.__class__.__name__)
         return 1
-    log.info("worker: %s on queue %s", _engine.label, QUEUE)
+    log.info("worker: %s on queue %s", _model.engine.label, QUEUE)
     worker = ServiceWorker([jobs.queue], connection=jobs.redis, worker_ttl=WORKER_TTL_S,
                            maintenance_interval=MAINTENANCE_S)
     worker.work(logging_level="INFO", with_scheduler=False)
