@@ -5,13 +5,11 @@ starts on it, runs what it runs without the GPU requirements and says why it is 
 ONNX Runtime's own errors stay out of the log."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from .support import ROOT, free_port, start_server
 
