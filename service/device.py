@@ -118,7 +118,7 @@ def onnxruntime_gpu_installed() -> bool:
         return False
 
 
-def _why(device: str, detail: str) -> str:
+def _why(detail: str) -> str:
     """``detail`` (a library that did not load, a driver that did not answer) in words a user can act on."""
     if "libnvinfer" in detail:
         return (f"TensorRT's libraries are not installed ({detail}): install TensorRT 10 for CUDA 13 "
@@ -131,7 +131,7 @@ def _why(device: str, detail: str) -> str:
 
 @functools.cache
 def probe() -> Probe:
-    """This host's :class:`Probe`, read once per process (about 0.1 s where onnxruntime-gpu is
+    """This host's :class:`Probe`, read once per process (about 0.2 s where onnxruntime-gpu is
     installed: a child process; nothing at all where it is not)."""
     if not onnxruntime_gpu_installed():
         return Probe(False, 0, {d: "this onnxruntime has no GPU providers: install requirements-gpu.txt "
@@ -150,7 +150,7 @@ def probe() -> Probe:
         found = json.loads(result.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
         return Probe(True, 0, {d: f"the GPU probe failed: {exc}" for d in GPU_DEVICES})
-    missing = {d: _why(d, why) for d, why in found["missing"].items()}
+    missing = {d: _why(why) for d, why in found["missing"].items()}
     return Probe(True, found["gpus"], {**absent, **missing})
 
 
