@@ -252,3 +252,19 @@ def test_bench_matrix_prints_a_row_per_configuration_with_agreement(run_cli, pho
         ("u2netp (onnxruntime, f32)", "1", "cpu"), ("u2netp (onnxruntime, f32)", "2", "cpu"),
         ("u2netp (openvino, f32)", "1", "cpu"), ("u2netp (openvino, f32)", "2", "cpu")]
     assert all(c["reference"] == "u2netp-rembg" and float(c["IoU vs reference, mean"]) > 0.99 for c in cells)
+
+
+def test_bench_throughput_prints_a_row_per_workers_and_images_at_once(run_cli, sample_photo, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / sample_photo.name).write_bytes(sample_photo.read_bytes())
+    result = run_cli("bench", "--throughput", "--models", "u2netp", "--workers", "1", "2", "--server-concurrency", "1",
+                     "--thread-counts", "1", "--concurrency", "2", "--requests", "4", "--photos", tmp_path / "photos")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("CPU: ") and "GPU: no GPU" in first  # the CPU's classes and the GPU, named
+    header, _, *rows = [line for line in result.stdout.splitlines() if line.startswith("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = [dict(zip(names, (c.strip() for c in row.strip("|").split("|")))) for row in rows]
+    assert [(c["workers"], c["images at once a worker"], c["ok/total"]) for c in cells] == [("1", "1", "4/4"),
+                                                                                          ("2", "1", "4/4")]
+    assert all(float(c["photos/s"]) > 0 and c["model"].startswith("u2netp (") for c in cells)
