@@ -39,6 +39,13 @@ class AdmissionGate:
         self.refused: Counter[str] = Counter()  # refusals by reason: queue_full, wait_too_long, timed_out
         # Called after each turn with (seconds waited for it, seconds it ran): the metrics' hook.
         self.observer: Callable[[float, float], None] | None = None
+        # Called with the lock held after each change, with "admitted", "refused" (and the reason)
+        # or "changed": the metrics keep their gauges and counters from it (service/metrics.py).
+        self.listener: Callable[[str, str | None], None] | None = None
+
+    def _notify(self, event: str, reason: str | None = None) -> None:
+        if self.listener:
+            self.listener(event, reason)
 
     def expected_wait(self) -> float:
         """Seconds a request arriving now waits for its turn, from the moving average."""
@@ -69,6 +76,7 @@ class AdmissionGate:
 
     def _refuse(self, reason: str) -> Busy:
         self.refused[reason] += 1
+        self._notify("refused", reason)
         return Busy(f"the server is busy with other images ({self.REASONS[reason]}); retry shortly",
                     retry_after=max(1, math.ceil(self.expected_wait())))
 
@@ -85,11 +93,13 @@ class AdmissionGate:
             if self.waiting_bytes + size > self._budget:
                 raise self._refuse("queue_full")
             self.waiting_bytes += size
+            self._notify("changed")
         try:
             yield
         finally:
             with self._lock:
                 self.waiting_bytes -= size
+                self._notify("changed")
 
     @contextmanager
     def admit(self, size: int, deadline: float) -> Iterator[Callable[..., ContextManager[None]]]:
@@ -108,6 +118,7 @@ class AdmissionGate:
             self.admitted += 1
             self.admitted_total += 1
             self.waiting_bytes += size
+            self._notify("admitted")
         left = [size]  # of this request's bytes, those still counted as waiting
         queued = [time.monotonic()]  # since when it waits for its next turn
 
@@ -116,12 +127,14 @@ class AdmissionGate:
             if not self._slots.acquire(timeout=max(0.0, (until or deadline) - time.monotonic())):
                 with self._lock:
                     self.refused["timed_out"] += 1
+                    self._notify("refused", "timed_out")
                 raise TimedOut("the time limit passed while waiting for a turn; retry shortly",
                                retry_after=max(1, math.ceil(self.expected_wait())))
             released = left[0] if done is None else min(done, left[0])
             with self._lock:
                 self.waiting_bytes -= released
                 left[0] -= released
+                self._notify("changed")
             started = time.monotonic()
             try:
                 yield
@@ -131,6 +144,7 @@ class AdmissionGate:
                 with self._lock:
                     self.run_seconds = took if self.run_seconds is None else (
                         _SMOOTHING * took + (1 - _SMOOTHING) * self.run_seconds)
+                    self._notify("changed")
                 if self.observer:
                     self.observer(started - queued[0], took)
                 queued[0] = time.monotonic()
@@ -141,3 +155,4 @@ class AdmissionGate:
             with self._lock:
                 self.admitted -= 1
                 self.waiting_bytes -= left[0]
+                self._notify("changed")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 
 from gunicorn import util
@@ -133,6 +135,25 @@ def _repeat_start_error(_arbiter) -> None:
         log.error("the server cannot start: %s", reason)
 
 
+def _worker_exited(_arbiter, worker) -> None:
+    """gunicorn's child_exit hook, with several workers: the queue's gauges stop counting a
+    worker that is gone (its counters stay in the sums, as a counter's past does)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _on_exit(arbiter) -> None:
+    _repeat_start_error(arbiter)
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared and _metrics_dir and shared == _metrics_dir:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+# The folder this server made for its workers' metrics (several workers), removed at exit.
+_metrics_dir: str | None = None
+
+
 def gunicorn_options(settings: Settings, workers: int = 1) -> dict:
     return {
         "bind": f"{settings.host}:{settings.port}",
@@ -148,7 +169,8 @@ def gunicorn_options(settings: Settings, workers: int = 1) -> dict:
         "accesslog": None,  # the app writes one JSON line per request (service/requestlog.py)
         "errorlog": "-",
         "loglevel": settings.log_level,
-        "on_exit": _repeat_start_error,
+        "on_exit": _on_exit,
+        **({"child_exit": _worker_exited} if workers > 1 else {}),
         # gunicorn ≥ 25 opens a control socket under $HOME: not wanted in a
         # read-only container, and two servers on one machine would share it.
         "control_socket_disable": True,
@@ -168,7 +190,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 def serve(app_uri: str) -> None:
     """Fetch the model if needed, then run gunicorn on ``app_uri`` ("module:variable")."""
-    global _start_errors
+    global _start_errors, _metrics_dir
     apply_malloc_defaults()
     level = os.environ.get("LOG_LEVEL", "info").upper()  # checked with the other settings below
     logging.basicConfig(level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
@@ -207,5 +229,8 @@ def serve(app_uri: str) -> None:
         def load(self):
             return import_app(app_uri)
 
+    if workers > 1:  # one scrape sums every worker's metrics (service/metrics.py)
+        _metrics_dir = tempfile.mkdtemp(prefix="bg-removal-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _start_errors = os.pipe()
     Server().run()

@@ -2,7 +2,9 @@
 is refused, and a real server with two workers and two images at once each."""
 from __future__ import annotations
 
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +97,38 @@ def test_workers_that_would_not_fit_the_containers_memory_are_refused_at_start(b
     finally:
         group.remove()
     assert "in each of 2 workers (BG_REMOVAL_WORKERS); this container's memory limit is 400 MB" in str(info.value)
+
+
+def test_with_two_workers_a_scrape_counts_both(base_env, tmp_path, sample_photo):
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2"}
+    before = set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*"))
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        pids, sent = set(), 0
+        while len(pids) < 2:  # photos until both workers have answered some
+            assert sent < 60, "one worker answered everything"
+            with requests.Session() as fresh:
+                response = fresh.post(server.url + "/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())})
+                assert response.status_code == 200
+                pids.add(fresh.get(server.url + "/api/bg/status").json()["worker"]["pid"])
+            sent += 1
+        for _ in range(4):  # whichever worker answers the scrape, it counts every worker's photos
+            with requests.Session() as fresh:
+                text = fresh.get(server.url + "/metrics").text
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in text_string_to_metric_families(text) for s in family.samples}
+            ok = ("bg_http_requests_total", (("method", "POST"), ("route", "/api/bg/remove"), ("status", "200")))
+            assert samples[ok] == sent and samples[("bg_model_run_seconds_count", ())] == sent
+            assert samples[("bg_admitted_requests_total", ())] == sent and samples[("bg_queue_requests", ())] == 0
+            (info,) = [dict(labels) for name, labels in samples if name == "bg_model_info"]
+            assert info["model"] == "u2netp" and info["device"] == "cpu"
+            assert samples[("bg_process_peak_resident_memory_bytes", ())] > 50 * 2**20
+            assert not any(name.startswith("process_") for name, _ in samples)  # one worker's alone: left out
+        made = set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*")) - before
+        assert len(made) == 1 and any(made.pop().iterdir())  # the workers' files
+    finally:
+        assert server.stop() == 0
+    assert set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*")) == before  # removed at exit
