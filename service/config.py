@@ -111,7 +111,7 @@ class Settings:
     max_batch: int = 64 * 1024 * 1024           # bytes of one batch request (/api/bg/batch)
     max_batch_files: int = 200                  # images in one batch request
     request_timeout: float = 60.0               # seconds from arrival to the end of the model run
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"                     # this machine only; the image sets 0.0.0.0
     port: int = 5000
     web_threads: int = 16                       # requests read and held at once (running, waiting, status)
     # API_KEY, API_KEYS, API_KEYS_FILE (service/keys.py): ((key, its limit or None), …); none: open
@@ -168,7 +168,7 @@ class Settings:
             max_batch=_int(env, "MAX_BATCH_MB", 64, 1, 4096) * 1024 * 1024,
             max_batch_files=_int(env, "MAX_BATCH_FILES", 200, 1, 1000),
             request_timeout=float(_int(env, "REQUEST_TIMEOUT_S", 60, 1, 3600)),
-            host=env.get("HOST") or "0.0.0.0",
+            host=env.get("HOST") or "127.0.0.1",
             port=_int(env, "PORT", 5000, 1, 65535),
             web_threads=_int(env, "WEB_THREADS", 16, 1, 256),
             api_keys=keys,

@@ -208,6 +208,9 @@ def serve(app_uri: str) -> None:
         workers = sizing.workers
         log.info("%d worker%s, %d image%s at once each (%s)", workers, "" if workers == 1 else "s",
                  sizing.concurrency, "" if sizing.concurrency == 1 else "s", sizing.reason)
+        if settings.host in ("127.0.0.1", "localhost", "::1"):
+            log.info("listening on %s:%d, this machine only: HOST=0.0.0.0 opens it to the network",
+                     settings.host, settings.port)
         check_memory(settings.model, choice.build, choice.engine, workers)  # before a download it could never use
         ensure_model(settings, choice.build)
     except ConfigError as exc:

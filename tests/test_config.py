@@ -16,6 +16,8 @@ def test_defaults():
     assert settings.max_dimension == 1024
     assert settings.model_dir == Path("/home/u/.cache/bg-removal") or settings.model_dir.name == "bg-removal"
     assert settings.mirror is None
+    assert settings.host == "127.0.0.1"  # this machine only, unless HOST opens it
+    assert (settings.workers, settings.concurrency) == (0, 0)  # auto (service/sizing.py)
 
 
 def test_values_are_parsed():
@@ -51,3 +53,23 @@ def test_create_app_refuses_bad_config(model_dir):
 
     with pytest.raises(ConfigError):
         create_app({"MODEL_DIR": str(model_dir), "MAX_DIMENSION": "huge"})
+
+
+def test_the_server_listens_on_this_machine_only_unless_host_says_otherwise(base_env, tmp_path):
+    import sys
+
+    import psutil
+
+    from .support import free_port, start_server
+
+    port = free_port()
+    env = {k: v for k, v in base_env.items() if k != "HOST"}
+    server = start_server({**env, "BG_REMOVAL_MODEL": "u2netp", "PORT": str(port)}, tmp_path / "server.log",
+                          command=[sys.executable, "app_isnet_tiny.py"], port=port)
+    try:
+        listening = {c.laddr.ip for c in psutil.Process(server.process.pid).net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}
+    finally:
+        server.stop()
+    assert f"listening on 127.0.0.1:{port}, this machine only: HOST=0.0.0.0 opens it" in server.log.read_text()
