@@ -284,8 +284,10 @@ def _remove(args, settings) -> int:
         print(f"error: {suffix} has no transparency; give --color or write a .png", file=sys.stderr)
         return 2
     existing = [target for _, target in jobs if target.exists()]
+    skipped = 0
     if args.skip_existing:
         jobs = [(source, target) for source, target in jobs if not target.exists()]
+        skipped = len(existing)
     elif existing and not args.overwrite:
         names = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
         hint = ("to process several images, name a folder with --out-dir DIR; " if args.out_dir is None else
@@ -350,7 +352,8 @@ def _remove(args, settings) -> int:
             one(job)
     progress.close()
     if batch:
-        print(f"{len(jobs) - len(failed)} of {len(jobs)} written to {args.out_dir} ({spec_name})")
+        kept = f"; {skipped} already there, skipped" if skipped else ""
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} written to {args.out_dir} ({spec_name}){kept}")
     for source, message in failed:
         print(f"error: {source}: {message}" if batch else f"error: {message}", file=sys.stderr)
     return 1 if failed else 0

@@ -103,8 +103,8 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
             raise UnsupportedType(f"{other} images are not supported; "
                                   f"send one of {', '.join(ALLOWED_FORMATS)}") from None
         raise NotAnImage("the file is not an image that can be read") from None
-    except Exception as exc:
-        raise NotAnImage(f"the image header is corrupt ({exc.__class__.__name__})") from None
+    except Exception:
+        raise NotAnImage("the image header is corrupt") from None
     width, height = img.size
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}×{height} pixels; the limit is {max_pixels:,} pixels")
@@ -147,8 +147,8 @@ def decode_upload(data: bytes, max_dimension: int, max_pixels: int) -> Decoded:
     img = _open_checked(data, max_pixels)
     try:
         return _to_model_input(img, img.format or "", *img.size, max_dimension)
-    except Exception as exc:
-        raise NotAnImage(f"the image data is truncated or corrupt ({exc.__class__.__name__})") from None
+    except Exception:
+        raise NotAnImage("the image data is truncated or corrupt") from None
 
 
 def _to_model_input(img: Image.Image, fmt: str, width: int, height: int, max_dimension: int) -> Decoded:
@@ -203,9 +203,8 @@ class Animation:
             try:
                 self.image.seek(index)
                 frame = self.image.convert("RGBA")
-            except Exception as exc:
-                raise NotAnImage(f"frame {index + 1} of the animation is truncated or corrupt "
-                                 f"({exc.__class__.__name__})") from None
+            except Exception:
+                raise NotAnImage(f"frame {index + 1} of the animation is truncated or corrupt") from None
             self.durations.append(int(self.image.info.get("duration") or _DEFAULT_FRAME_MS))
             if max(frame.size) > self.max_dimension:
                 frame = frame.resize(_scaled(frame.size, self.max_dimension), Image.Resampling.LANCZOS)
@@ -226,8 +225,8 @@ def open_animation(data: bytes, max_pixels: int, max_frames: int, max_total_pixe
         return None
     try:
         count = image.n_frames  # the frames' headers are read, their pixels skipped
-    except Exception as exc:
-        raise NotAnImage(f"the animation is truncated or corrupt ({exc.__class__.__name__})") from None
+    except Exception:
+        raise NotAnImage("the animation is truncated or corrupt") from None
     if count > max_frames:
         raise AnimationTooLarge(f"the animation has {count:,} frames; animations are answered up to {max_frames} "
                                 f"(MAX_FRAMES); send frames=first for its first frame alone")

@@ -142,11 +142,12 @@ def form_field(name: str) -> str | None:
 
 
 def form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = (form_field(name) or default).strip().lower()
-    if value == "jpg":
-        value = "jpeg"
+    raw = (form_field(name) or default).strip()
+    value = "jpeg" if raw.lower() == "jpg" else raw.lower()
     if value not in allowed:
-        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        hint = ("; JPEG has no transparency: /api/bg/change_color answers JPEG on a colour"
+                if value == "jpeg" else "")
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {raw!r}{hint}")
     return value
 
 

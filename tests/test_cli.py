@@ -226,7 +226,9 @@ def test_a_folder_sent_to_a_busy_server_is_all_written_waiting_as_it_asks(run_cl
             assert image.mode == "RGBA"
         assert any('"status": 503' in line for line in server.log.read_text().splitlines())  # it was busy
         again = run_cli("remove", folder, "--out-dir", tmp_path / "out", "--server", server.url, "--skip-existing")
-        assert again.returncode == 0 and "0 of 0 written" in again.stdout  # resumable: nothing left to do
+        # resumable: nothing left to do, and it says why
+        assert again.returncode == 0 and f"0 of 0 written to {tmp_path / 'out'}" in again.stdout
+        assert f"; {len(photos)} already there, skipped" in again.stdout
     finally:
         server.stop()
 

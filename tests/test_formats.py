@@ -96,3 +96,11 @@ def test_heic_and_avif_over_http_and_avif_answers(u2netp_server, photo):
     assert refused.status_code == 400 and "png or webp" in refused.json()["error"]
     bomb = u2netp_server.post("/api/bg/remove", files={"file": ("b.heic", declaring(heic(photo), 65000, 65000))})
     assert bomb.status_code == 413 and bomb.json()["code"] == "image_too_large"
+
+
+def test_a_jpeg_asked_of_the_cut_out_is_refused_in_the_words_it_was_asked_with(client, sample_photo):
+    response = client.post("/api/bg/remove", data={"file": (io.BytesIO(sample_photo.read_bytes()), "a.jpg"),
+                                                   "format": "jpg"})
+    assert response.status_code == 400
+    assert response.json["error"] == ("format must be one of png, webp, avif, got 'jpg'; JPEG has no transparency: "
+                                      "/api/bg/change_color answers JPEG on a colour")

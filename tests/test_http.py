@@ -177,6 +177,13 @@ def test_index_page_documents_the_api_and_has_an_upload_form(u2netp_server):
         assert text in response.text
 
 
+def test_the_page_names_every_route_a_client_calls(app, client):
+    page = client.get("/").get_data(as_text=True)
+    routes = {rule.rule.split("/<")[0] for rule in app.url_map.iter_rules()
+              if rule.rule != "/" and not rule.rule.startswith("/static")}
+    assert routes and not [route for route in sorted(routes) if route not in page]
+
+
 def test_missing_file_is_400(u2netp_server):
     assert_json_error(u2netp_server.post("/api/bg/remove", data={"x": "1"}), 400, "missing_file")
 
