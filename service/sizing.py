@@ -19,6 +19,7 @@ worker (a setting that asks for more is refused at start).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,6 @@ class Plan:
 def cpu_count() -> int:
     """The cores this process may use: its affinity (a container's cpuset), capped by the cgroup's
     CPU quota (cpu.max, a container's --cpus) where one is set."""
-    import os
-
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
