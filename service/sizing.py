@@ -26,8 +26,9 @@ from pathlib import Path
 from .config import ConfigError, Settings
 
 # On a GPU, measured on an H200 host with 16 cores (docs/scaling.md): 16 workers × 4 images at
-# once served 63–69 photos/s (53–55 on a second lease), 8 × 4 55–61, 8 × 2 54, 1 × 1 5; each worker held 1.4 GB of the host's
-# memory and 1.9 GB of the card's (its CUDA context and an arena capped at 2 GiB).
+# once served 63–69 photos/s (53–55 on a second lease), 8 × 4 55–61, 8 × 2 54, 1 × 1 5; each
+# worker held 1.4 GB of the host's memory and 1.9 GB of the card's (its CUDA context and an
+# arena capped at 2 GiB).
 GPU_MAX_WORKERS = 16
 GPU_CONCURRENCY = 4
 HOST_MB_PER_GPU_WORKER = 1500
