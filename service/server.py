@@ -145,9 +145,8 @@ def _worker_exited(_arbiter, worker) -> None:
 
 def _on_exit(arbiter) -> None:
     _repeat_start_error(arbiter)
-    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if shared and _metrics_dir and shared == _metrics_dir:
-        shutil.rmtree(shared, ignore_errors=True)
+    if _metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 # The folder this server made for its workers' metrics (several workers), removed at exit.

@@ -129,7 +129,7 @@ def openvino_installed() -> bool:
 
 def _build(spec: ModelSpec, engine: str, precision: str) -> str | None:
     if precision in ("int8", "float16"):
-        return spec.name if spec.precision == precision else getattr(spec, {"int8": "int8", "float16": "gpu"}[precision])
+        return spec.name if spec.precision == precision else {"int8": spec.int8, "float16": spec.gpu}[precision]
     return (spec.openvino or spec.name) if engine == "openvino" else spec.name
 
 
@@ -199,8 +199,9 @@ def choose(spec: ModelSpec, engine: str = "auto", precision: str = "auto", devic
     openvino = openvino_installed() if openvino is None else openvino
     if gpu is None:
         placed, device_reason = resolve(device, probe(), fallback)
-    else:
-        placed, device_reason = (("cuda" if device in ("auto", "cpu") else device) if gpu else "cpu"), None
+    else:  # as told: a GPU asked for or taken by auto (CUDA), or the CPU
+        placed, device_reason = (device if device in ("cuda", "tensorrt") else "cuda") if gpu and device != "cpu" \
+            else "cpu", None
     on_gpu = placed != "cpu"
     if precision == "auto":
         suggested, precision = _auto(spec, engine, placed, classes, openvino, on_gpu)
