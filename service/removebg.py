@@ -1,7 +1,7 @@
 """``POST /v1.0/removebg`` and ``GET /v1.0/account``: remove.bg's requests and answers, so that a
 remove.bg client works by changing only its base URL.
 
-What is honoured, what is accepted without effect and what is refused is listed in the README's
+What is honoured, what is accepted without effect and what is refused is listed in docs/api.md's
 compatibility table; a parameter this server cannot honour is refused with remove.bg's error
 shape (``{"errors": [{"title", "code", "detail"}]}``), never silently answered differently.
 """

@@ -36,7 +36,7 @@ log = logging.getLogger("service")
 # (the default threshold climbs to 32 MiB and parks them in the heap for good), and two
 # arenas stop each request thread from growing a heap of its own. Measured with
 # `python -m service bench`: RSS after 60 requests 886 → 118 MB (u2netp), 951 → 154 MB
-# (isnet-general-tiny); peak 1039 → 353 MB and 1560 → 710 MB (README, "Memory").
+# (isnet-general-tiny); peak 1039 → 353 MB and 1560 → 710 MB (docs/performance.md).
 # Those mmap'd buffers cost a page fault per 4 KiB each time they are touched (about
 # 400,000 per IS-Net run); glibc's hugetlb tunable asks for transparent huge pages
 # on them (madvise), where the kernel allows it: 1.28 M → 0.32 M faults over a

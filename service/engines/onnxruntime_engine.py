@@ -22,7 +22,7 @@ class OnnxRuntimeEngine(Engine):
     activations of a 1024² run allocated between requests. Buffer reuse is off
     too: the planner hands a freed 64 MiB activation buffer to a later, smaller
     tensor, keeping it alive far past its own tensor, and on IS-Net at 1024² that
-    costs about 250 MB of peak and 24–31% of speed (README, "Memory and speed").
+    costs about 250 MB of peak and 24–31% of speed (docs/performance.md).
     ``threads`` sets ONNX Runtime's intra-op thread count (inter-op stays 1, sequential);
     ``mem_reuse`` exists to measure the trade (``python -m service bench --compare-reuse``).
 
@@ -30,7 +30,7 @@ class OnnxRuntimeEngine(Engine):
     (isnet-general-tiny): ONNX Runtime folds each DequantizeLinear into a float32
     constant at load, so the Convs get prepacked weights and its blocked (NCHWc)
     kernels. Measured on IS-Net at 1024², 2 threads: 2.6–2.8 s → 2.2 s a run,
-    peak 335 → 463 MB (README, "Memory and speed"). No effect on float models.
+    peak 335 → 463 MB (docs/performance.md). No effect on float models.
 
     On CUDA and TensorRT (:mod:`service.device`) ONNX Runtime keeps its own defaults: the
     activations live in CUDA's arena, capped per session, not in the host's memory. The device
