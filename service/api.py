@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, render_template
 
 from . import __version__
 from .config import ALLOWED_EXTENSIONS
+from .params import CHANGE_COLOR, REMOVE
 from .memory import peak_rss_mb, release_memory, rss_mb
 from .web import (admission_gate, admit_request, current_engine, current_model, current_settings, form_options, image_response,
                   request_deadline, require_api_key, run_pipeline, uploaded_file)
@@ -24,7 +25,7 @@ def remove():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        options = form_options(("png", "webp", "avif"), "png")
+        options = form_options(REMOVE)
         with turn():
             result = run_pipeline(data, options, deadline)
     prefix = "mask" if options.only_mask else "nobg"
@@ -36,7 +37,7 @@ def change_color():
     started, deadline = time.perf_counter(), request_deadline()
     with admit_request(deadline) as turn:
         data, stem = uploaded_file()
-        options = form_options(("jpeg", "png", "webp", "avif"), "jpeg", needs_background=True)
+        options = form_options(CHANGE_COLOR)
         with turn():
             result = run_pipeline(data, options, deadline)
     extension = "jpg" if options.fmt == "jpeg" else options.fmt

@@ -28,6 +28,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, memory_exhausted
 from .pipeline import Options
+from .params import BATCH
 from .web import (admission_gate, current_settings, drain_body, form_options, read_file, request_deadline,
                   require_api_key, run_pipeline, safe_stem)
 
@@ -176,9 +177,9 @@ def _answers(items: list[Item], options: Options, turn) -> Iterator[bytes]:
     yield sink.take()
 
 
-def request_options() -> Options:
-    """The options of a batch or a job: those of /api/bg/remove, for every image."""
-    return form_options(("png", "webp", "avif"), "png")
+def request_options(api: str = BATCH) -> Options:
+    """The options of a batch or a job (``api``): those of /api/bg/remove, for every image."""
+    return form_options(api)
 
 
 def output_prefix(options: Options) -> str:

@@ -6,12 +6,9 @@ fit its schemas.
 """
 from __future__ import annotations
 
-from PIL import ImageColor
-
 from . import __version__
 from .config import Settings
-
-_BYTE = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0–255, no leading zeros
+from .params import BATCH, CHANGE_COLOR, JOBS, REMOVE, REMOVEBG, TABLE, form_schema
 
 _ERROR_CODES = {
     "400": "Missing file (`missing_file`), not an image (`not_an_image`), bad colour (`bad_color`) "
@@ -36,50 +33,6 @@ _QUALITY_HEADERS = {
     "X-Mask-Warning": {"schema": {"type": "string", "enum": ["empty", "full", "fragmented", "uncertain"]},
                        "description": "present where the mask looks wrong"},
 }
-_SIZE = {"size": {"type": "string", "enum": ["default", "full"], "default": "default",
-                  "description": "default: at most MAX_DIMENSION on the long side; full: the photo's own size, "
-                                 "up to MAX_OUTPUT_PIXELS (413 beyond)"}}
-_REFINE = {"type": "boolean", "default": False,
-           "description": "fit the mask's soft edges (hair, fur) to the photo at full resolution"}
-_COLOR = {"type": "string", "examples": ["#00ff00", "00ff00", "#0f0", "0,255,0", "teal", "rgba(0,0,255,0.5)",
-                                         "transparent"],
-          "description": "#RRGGBB, RRGGBB, #RGB, #RRGGBBAA, R,G,B (0–255), rgba(r,g,b,alpha 0–1), a CSS "
-                         "colour name, or transparent; alpha only where the format has it (PNG, WebP)"}
-_SHADOW = {"shadow": {"type": "string", "enum": ["none", "drop", "contact"], "default": "none",
-                      "description": "a shadow drawn from the mask under the cut-out: drop (offset, soft) or "
-                                     "contact (flattened under the subject's base)"},
-           "shadow_opacity": {"type": "number", "minimum": 0, "maximum": 100, "default": 50,
-                              "description": "percent; only with a shadow"},
-           "outline_width": {"type": "integer", "minimum": 1, "maximum": 200,
-                             "description": "a border this many pixels wide round the subject (a sticker's)"},
-           "outline_color": {**_COLOR, "default": "white", "description": "the border's colour; with outline_width"},
-           "output_size": {"type": "string", "pattern": "^[0-9]+x[0-9]+$", "examples": ["1000x1000"],
-                           "description": "a canvas of WIDTHxHEIGHT pixels (up to MAX_OUTPUT_PIXELS, 413 beyond), "
-                                          "the subject fitted inside the padding, from the cut-out at the size "
-                                          "asked (size=full for a canvas larger than the default's)"},
-           "padding": {"type": "string", "examples": ["0.1", "10%", "50px"],
-                       "description": "with output_size: room between the subject and each edge, a ratio 0–0.49, "
-                                      "a percentage or pixels"},
-           "horizontal_alignment": {"type": "string", "enum": ["left", "center", "right"], "default": "center",
-                                    "description": "with output_size"},
-           "vertical_alignment": {"type": "string", "enum": ["top", "center", "bottom"], "default": "center",
-                                  "description": "with output_size"},
-           "bg_blur": {"type": "number", "exclusiveMinimum": 0, "maximum": 10,
-                       "description": "keep the photo's own background, blurred by this radius in % of its long "
-                                      "side (2: a portrait look); instead of a colour or image, not with crop "
-                                      "or output_size"},
-           "frames": {"type": "string", "enum": ["all", "first"], "default": "all",
-                      "description": "all: an animated GIF, WebP or APNG is answered animated, every frame cut out "
-                                     "(png, webp or avif; up to MAX_FRAMES and MAX_ANIMATION_PIXELS, 413 "
-                                     "animation_too_large beyond); first: its first frame alone"}}
-_BACKGROUND = {"bg_image_file": {"type": "string", "format": "binary",
-                                 "description": "an image to put the subject on, scaled to cover; "
-                                                "instead of color"},
-               "crop": {"type": "boolean", "default": False, "description": "cut the answer to the subject"},
-               "crop_margin": {"type": "string", "default": "0", "examples": ["30px", "10%", "10px 5%"],
-                               "description": "with crop: one, two or four values, px or % of the subject"}}
-
-
 def _json(description: str, schema: str | dict) -> dict:
     """A JSON response; ``schema`` is a component's name or an inline schema."""
     if isinstance(schema, str):
@@ -123,12 +76,9 @@ def _image_response(media: list[str], description: str) -> dict:
     }
 
 
-def _upload_body(extra: dict, required: list[str]) -> dict:
-    return {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file", *required],
-        "properties": {"file": {"type": "string", "format": "binary",
-                                "description": "the image (PNG, JPEG, WebP, BMP, GIF, TIFF, HEIC/HEIF, AVIF); its format is sniffed from the bytes"}, **extra},
-    }}}}
+def _upload_body(api: str, **extra: dict) -> dict:
+    """A multipart request body of ``api``'s fields, from the parameter table (service/params.py)."""
+    return {"required": True, "content": {"multipart/form-data": {"schema": form_schema(api, **extra)}}}
 
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -145,12 +95,7 @@ def _removebg_operation() -> dict:
         "size": {"type": "string", "enum": list(SIZES), "default": "auto"},
         "format": {"type": "string", "enum": list(FORMATS), "default": "auto"},
         "channels": {"type": "string", "enum": ["rgba", "alpha"], "default": "rgba"},
-        "bg_color": {"type": "string", "examples": ["81d4fa", "fff", "green"]},
         "type": {"type": "string", "enum": list(TYPES), "default": "auto"},
-        "semitransparency": {"type": "boolean", "default": True},
-        "crop": {"type": "boolean", "default": False},
-        "crop_margin": {"type": "string", "default": "0"},
-        "bg_image_file": {"type": "string", "format": "binary"},
         "image_url": {"type": "string", "format": "uri",
                       "description": "fetched only where ALLOW_IMAGE_URL is set, from public addresses"},
         "bg_image_url": {"type": "string", "format": "uri", "description": "as image_url, for the background"},
@@ -162,8 +107,9 @@ def _removebg_operation() -> dict:
         "shadow_type": {"type": "string", "enum": [*SHADOW_TYPES, *MODEL_SHADOWS], "default": "none",
                         "description": "drop or contact: drawn from the mask; car and 3D are refused (they need a "
                                        "model this server does not have)"},
-        "shadow_opacity": {"type": "integer", "minimum": 0, "maximum": 100, "default": 50},
         "add_shadow": {"type": "boolean", "default": False, "description": "true: a drop shadow"},
+        # what /api/bg's fields do too, under remove.bg's names
+        **{param.removebg: param.schema_for(REMOVEBG) for param in TABLE if param.removebg},
     }
     errors = {"description": "remove.bg's error shape",
               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RemoveBgErrors"}}}}
@@ -325,18 +271,7 @@ def openapi_document(settings: Settings) -> dict:
             "/api/bg/remove": {"post": {
                 "summary": "Cut the subject out: a PNG, WebP or AVIF with transparency, or the mask alone",
                 "security": [{}, {"ApiKey": []}],
-                "requestBody": _upload_body({
-                    "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png",
-                               "description": "WebP: lossy colour (quality 90), lossless alpha; AVIF: lossy "
-                                              "colour and alpha (quality 85), not with only_mask"},
-                    "only_mask": {"type": "boolean", "default": False,
-                                  "description": "answer the 8-bit mask (grey, 255 = subject) instead of the cut-out"},
-                    "refine": _REFINE,
-                    "color": _COLOR,
-                    **_BACKGROUND,
-                    **_SIZE,
-                    **_SHADOW,
-                }, []),
+                "requestBody": _upload_body(REMOVE),
                 "responses": {"200": _image_response(["image/png", "image/webp", "image/avif"],
                                                      "RGBA image (or the grey mask), same size as the processed image"),
                               **_errors("400", "401", "413", "415", "429", "500", "503")},
@@ -344,17 +279,7 @@ def openapi_document(settings: Settings) -> dict:
             "/api/bg/change_color": {"post": {
                 "summary": "Put the subject on a colour or an image",
                 "security": [{}, {"ApiKey": []}],
-                "requestBody": _upload_body({
-                    "color": {**_COLOR, "anyOf": [
-                        {"pattern": "^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
-                        {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},
-                        {"enum": sorted(ImageColor.colormap)}]},
-                    "format": {"type": "string", "enum": ["jpeg", "jpg", "png", "webp", "avif"], "default": "jpeg"},
-                    "refine": _REFINE,
-                    **_BACKGROUND,
-                    **_SIZE,
-                    **_SHADOW,
-                }, []),
+                "requestBody": _upload_body(CHANGE_COLOR),
                 "responses": {"200": _image_response(["image/jpeg", "image/png", "image/webp", "image/avif"], "the composed photo"),
                               **_errors("400", "401", "413", "415", "429", "500", "503")},
             }},
@@ -365,14 +290,7 @@ def openapi_document(settings: Settings) -> dict:
                                f"At most {settings.max_batch_files} images and {settings.max_batch // 2**20} MB "
                                "a request.",
                 "security": [{}, {"ApiKey": []}],
-                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "required": ["file"],
-                    "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                 "description": "the images (the field repeated); a zip is expanded in place"},
-                        "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png"},
-                        "only_mask": {"type": "boolean", "default": False},
-                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
+                "requestBody": _upload_body(BATCH),
                 "responses": {"200": {"description": "a zip: one entry per image that succeeded (nobg_<stem>.png), "
                                                      "then manifest.json",
                                       "content": {"application/zip": {"schema": {"type": "string",
@@ -384,15 +302,7 @@ def openapi_document(settings: Settings) -> dict:
                 "description": "Workers (python -m service worker) run it; poll the status URL, or name a "
                                "webhook_url to be called (signed with HMAC-SHA256) when it ends. Needs REDIS_URL.",
                 "security": [{}, {"ApiKey": []}],
-                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "required": ["file"],
-                    "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "webhook_url": {"type": "string", "format": "uri",
-                                        "description": "called with the job's summary when it ends"},
-                        "format": {"type": "string", "enum": ["png", "webp", "avif"], "default": "png"},
-                        "only_mask": {"type": "boolean", "default": False},
-                        "refine": _REFINE, "color": _COLOR, **_BACKGROUND, **_SIZE, **_SHADOW}}}}},
+                "requestBody": _upload_body(JOBS),
                 "responses": {"202": {**_json("queued", "JobAccepted"),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
                               **_errors("400", "401", "404", "413", "429", "503")},

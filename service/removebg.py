@@ -18,10 +18,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .download import download
 from .errors import ServiceError, memory_exhausted
-from .imaging import parse_margin, parse_position, parse_roi, parse_scale, subject_box
+from .imaging import parse_position, parse_roi, parse_scale, subject_box
+from .params import REMOVEBG, TABLE, options_of
 from .pipeline import Options
 from .web import (admit_request, background, background_picture, count_request, current_settings, drain_body,
-                  key_accepted, key_ring, parse_opacity, quality_headers, request_deadline, run_pipeline)
+                  key_accepted, key_ring, quality_headers, request_deadline, run_pipeline)
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 
@@ -139,9 +140,22 @@ def _fetch(url: str, field: str, deadline: float) -> bytes:
     return download(url, settings.max_file_size, timeout, settings.image_url_networks, field)
 
 
-def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
-    """(size, format, channels, semitransparency) from ``params``; refuses what this server
-    can't honour."""
+def _shared(params: dict[str, str]) -> dict:
+    """The Options of the fields /api/bg takes too (service/params.py), read under remove.bg's
+    names as /api/bg reads them."""
+    values = {}
+    for param in TABLE:
+        if param.removebg and param.option and params.get(param.removebg):
+            try:
+                values[param.name] = param.parse(params[param.removebg], REMOVEBG)
+            except ServiceError as exc:
+                raise _invalid(exc.message.replace(param.name, param.removebg, 1)) from None
+    return options_of(values)
+
+
+def _check(params: dict[str, str]) -> tuple[str, str, str, dict]:
+    """(size, format, channels, the Options of the fields /api/bg takes too) from ``params``;
+    refuses what this server can't honour."""
     if params.get("bg_image_url"):
         _url_allowed("bg_image_url")
         if request.files.get("bg_image_file") is not None or params.get("bg_color"):
@@ -160,21 +174,21 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, bool]:
         raise _invalid(f"channels must be rgba or alpha, got {channels!r}")
     if params.get("type", "auto").lower() not in TYPES:
         raise _invalid(f"type must be one of {', '.join(TYPES)}")
+    shared = _shared(params)
     semitransparency = params.get("semitransparency", "true").lower()
     if semitransparency not in ("true", "false"):
         raise _invalid("semitransparency must be true or false")
-    if params.get("crop", "false").lower() not in ("true", "false"):
-        raise _invalid("crop must be true or false")
+    shared["hard_edges"] = semitransparency == "false"
     if fmt == "zip" and (channels == "alpha" or params.get("bg_color") or params.get("bg_image_url")
                          or request.files.get("bg_image_file") is not None):
         raise _invalid("format=zip is the cut-out's colours and alpha: it takes no background and "
                        "channels=rgba only")
-    return size, fmt, channels, semitransparency == "true"
+    return size, fmt, channels, shared
 
 
 def _shadow(params: dict[str, str], fmt: str, channels: str) -> dict:
-    """Options for ``shadow_type``, ``shadow_opacity`` and the older ``add_shadow`` (a drop
-    shadow, unless shadow_type names another)."""
+    """The Options' shadow for ``shadow_type`` and the older ``add_shadow`` (a drop shadow,
+    unless shadow_type names another)."""
     add = params.get("add_shadow", "false").lower()
     if add not in ("true", "false"):
         raise _invalid("add_shadow must be true or false")
@@ -190,10 +204,7 @@ def _shadow(params: dict[str, str], fmt: str, channels: str) -> dict:
         return {}
     if channels == "alpha" or fmt == "zip":
         raise _invalid("a shadow is drawn on the cut-out: it takes channels=rgba and a png, jpg or webp answer")
-    try:
-        return {"shadow": kind, "shadow_opacity": parse_opacity(params.get("shadow_opacity"), "shadow_opacity")}
-    except ServiceError as exc:
-        raise _invalid(exc.message) from None
+    return {"shadow": kind}  # its opacity is read with the fields /api/bg takes too (:func:`_shared`)
 
 
 def _placement(params: dict[str, str]) -> dict:
@@ -249,7 +260,7 @@ def removebg():
     with admit_request(deadline, "image_file") as turn:
         params = _params()
         data = _image(params, settings.max_file_size)
-        size, fmt, channels, soft = _check(params)
+        size, fmt, channels, shared = _check(params)
         under = background("bg_image_file", params.get("bg_color"), "png", "bg_color")
         # remove.bg's auto: a PNG where the answer has transparency, else a JPEG
         opaque = bool(params.get("bg_image_url")) or (
@@ -257,10 +268,8 @@ def removebg():
         kind = fmt if fmt != "auto" else ("jpg" if opaque and channels == "rgba" else "png")
         if kind == "jpg" and channels == "rgba" and not opaque:
             raise _invalid("format=jpg has no transparency: give bg_color or bg_image_file, or ask for png")
-        options = Options(fmt="jpeg" if kind == "jpg" else kind, only_mask=channels == "alpha", hard_edges=not soft,
-                          crop=params.get("crop", "false").lower() == "true",
-                          crop_margin=parse_margin(params.get("crop_margin")), background=under,
-                          **_placement(params), **_output(size, settings.max_output_pixels),
+        options = Options(fmt="jpeg" if kind == "jpg" else kind, only_mask=channels == "alpha", background=under,
+                          **shared, **_placement(params), **_output(size, settings.max_output_pixels),
                           **_shadow(params, kind, channels))
         with turn():  # downloads wait for the turn too: one image in memory beyond the queued uploads
             if data is None:

@@ -21,8 +21,9 @@ from .errors import (BadColor, BadRequest, FileTooLarge, MissingFile, ServiceErr
 from .gate import AdmissionGate
 from .keys import KeyRing
 from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
-                      parse_margin, parse_padding)
+                      parse_padding)
 from .holder import ModelHolder
+from .params import BY_NAME, CHANGE_COLOR, options_of, read_form
 from .pipeline import Options, Result
 from .requestlog import note
 
@@ -141,16 +142,6 @@ def form_field(name: str) -> str | None:
     return request.form.get(name) or request.args.get(name)
 
 
-def form_choice(name: str, allowed: tuple[str, ...], default: str) -> str:
-    raw = (form_field(name) or default).strip()
-    value = "jpeg" if raw.lower() == "jpg" else raw.lower()
-    if value not in allowed:
-        hint = ("; JPEG has no transparency: /api/bg/change_color answers JPEG on a colour"
-                if value == "jpeg" else "")
-        raise BadRequest(f"{name} must be one of {', '.join(allowed)}, got {raw!r}{hint}")
-    return value
-
-
 def image_response(result: Result, fmt: str, filename: str, started: float) -> Response:
     response = Response(result.body, mimetype=f"image/{fmt}")
     response.headers.update(quality_headers(result))
@@ -184,21 +175,6 @@ def quality_headers(result: Result) -> dict[str, str]:
     if result.warning:
         headers["X-Mask-Warning"] = result.warning
     return headers
-
-
-def size_options() -> dict:
-    """``size``: "default" answers at the processed size (MAX_DIMENSION at most), "full" at the
-    photo's own size up to MAX_OUTPUT_PIXELS (413 beyond)."""
-    if form_choice("size", ("default", "full"), "default") == "default":
-        return {}
-    return {"output_pixels": current_settings().max_output_pixels, "shrink_to_fit": False}
-
-
-def form_flag(name: str) -> bool:
-    value = form_field(name) or "false"
-    if value not in ("true", "false"):
-        raise BadRequest(f"{name} must be true or false, got {value!r}")
-    return value == "true"
 
 
 # What a refused upload may have read of it to settle its type and declared size: headers sit
@@ -236,103 +212,35 @@ def screen_upload(field: str) -> None:
         check_header(bytes(head[:SCREEN_BYTES]), complete and len(head) <= SCREEN_BYTES, settings.max_pixels)
 
 
-def shadow_options(only_mask: bool = False) -> dict:
-    """``shadow`` (none, drop, contact) and ``shadow_opacity`` (0–100, default 50) as Options."""
-    from .effects import SHADOWS
-
-    kind = form_choice("shadow", ("none", *SHADOWS), "none")
-    opacity = form_field("shadow_opacity")
-    if kind == "none":
-        if opacity is not None:
-            raise BadRequest("shadow_opacity needs a shadow: give shadow=drop or shadow=contact")
-        return {}
-    if only_mask:
-        raise BadRequest("a shadow is drawn under the cut-out; with only_mask=true there is none")
-    return {"shadow": kind, "shadow_opacity": parse_opacity(opacity, "shadow_opacity")}
+def form_values(api: str) -> dict:
+    """The request's fields for ``api`` (service/params.py), from the multipart form or else the
+    query string, each read and checked; an empty field counts as not given."""
+    texts = {name: value for name, value in request.args.items() if value}
+    texts.update({name: value for name, value in request.form.items() if value})
+    return read_form(api, texts, [name for name in request.files if name not in texts])
 
 
-def form_options(formats: tuple[str, ...], default: str, needs_background: bool = False) -> Options:
-    """The pipeline's Options from the form of /api/bg/remove (and of a batch or job), or of
-    /api/bg/change_color (``needs_background``: a colour, an image or a blur must be given)."""
-    fmt = form_choice("format", formats, default)
-    only_mask = form_flag("only_mask")
-    if only_mask and fmt == "avif":
+def form_options(api: str) -> Options:
+    """The pipeline's Options from the form of /api/bg/remove, /api/bg/change_color, a batch or a
+    job (``api``). What maps onto one option comes from the table (service/params.py); here is
+    what takes several fields or the settings: the background, the canvas, the answer's size."""
+    values = form_values(api)
+    fields = {"frames": "all", **options_of(values)}
+    fmt = fields["fmt"] = values.get("format") or BY_NAME["format"].schema_for(api)["default"]
+    if fields.get("only_mask") and fmt == "avif":
         raise BadRequest("AVIF is lossy, and every level of a mask is data: ask for png or webp with only_mask")
     under = background("bg_image_file", form_field("color"), fmt)
-    effects = effect_options(only_mask, under is not None or bool(form_field("color")))
-    if needs_background and under is None and not form_field("color") and not effects.get("bg_blur"):
+    if api == CHANGE_COLOR and "color" not in values and under is None and not fields.get("bg_blur"):
         raise BadColor(f"missing colour: give color as {COLOR_FORMS}, a bg_image_file or bg_blur")
+    canvas = parse_canvas(values.get("output_size"), current_settings().max_output_pixels)
+    if canvas:
+        fields.update(canvas=canvas, padding=parse_padding(values.get("padding"), canvas),
+                      align=tuple(ALIGNMENTS[name][values.get(name, "center")] for name in ALIGNMENTS))
+    if values.get("size") == "full":
+        fields.update(output_pixels=current_settings().max_output_pixels, shrink_to_fit=False)
     # a canvas is filled from the cut-out at the size ``size`` asks for (the default's, scaled up
     # to a larger canvas; size=full: the photo's own): its memory stays that size's
-    return Options(fmt=fmt, only_mask=only_mask, refine=form_flag("refine"), crop=form_flag("crop"),
-                   crop_margin=parse_margin(form_field("crop_margin")), background=under, **size_options(),
-                   **shadow_options(only_mask), **effects, frames=form_choice("frames", ("all", "first"), "all"))
-
-
-def effect_options(only_mask: bool, has_background: bool) -> dict:
-    """``output_size``, ``padding``, ``horizontal_alignment``, ``vertical_alignment``,
-    ``outline_width``, ``outline_color`` and ``bg_blur`` as Options; BadRequest for values out of
-    range and for what cannot go together."""
-    from .effects import BLUR_MAX, OUTLINE_MAX
-
-    canvas = parse_canvas(form_field("output_size"), current_settings().max_output_pixels)
-    options: dict = {}
-    if canvas:
-        options.update(canvas=canvas, padding=parse_padding(form_field("padding"), canvas),
-                       align=tuple(ALIGNMENTS[name][form_choice(name, tuple(ALIGNMENTS[name]), "center")]
-                                   for name in ALIGNMENTS))
-    else:
-        parse_padding(form_field("padding"), None)  # refused without a canvas
-        for name in ALIGNMENTS:
-            if form_field(name):
-                raise BadRequest(f"{name} places the subject on a canvas: give output_size too")
-    width, color = form_field("outline_width"), form_field("outline_color")
-    if width is not None:
-        if not width.isdigit() or not 1 <= int(width) <= OUTLINE_MAX:
-            raise BadRequest(f"outline_width is a whole number of pixels from 1 to {OUTLINE_MAX}, got {width[:20]!r}")
-        if only_mask:
-            raise BadRequest("an outline is drawn round the cut-out; with only_mask=true there is none")
-        options["outline_width"] = int(width)
-        if color is not None:
-            try:
-                value = parse_color(color)
-            except BadColor as exc:
-                raise BadColor(f"outline_color: {exc.message}") from None
-            if value is None:
-                raise BadColor("outline_color: an outline needs a visible colour, not transparent")
-            options["outline_color"] = value
-    elif color is not None:
-        raise BadRequest("outline_color needs outline_width")
-    blur = form_field("bg_blur")
-    if blur is not None:
-        text = blur.strip().rstrip("%")
-        try:
-            share = float(text) / 100
-        except ValueError:
-            share = -1.0
-        if not 0 < share <= BLUR_MAX:
-            raise BadRequest(f"bg_blur is the blur's radius in % of the photo's long side, above 0 and at most "
-                             f"{BLUR_MAX * 100:g}, got {blur[:20]!r}")
-        clashes = [name for name, given in (("only_mask", only_mask), ("a background", has_background),
-                                             ("crop", form_flag("crop")), ("output_size", canvas)) if given]
-        if clashes:
-            raise BadRequest(f"bg_blur keeps the photo's own background in its own frame: it does not go with "
-                             f"{clashes[0]}")
-        options["bg_blur"] = share
-    return options
-
-
-def parse_opacity(text: str | None, name: str) -> float:
-    """A percentage 0–100 (default 50) as 0–1; BadRequest otherwise."""
-    if text is None:
-        return 0.5
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 100:
-        raise BadRequest(f"{name} must be a number from 0 to 100, got {text[:20]!r}")
-    return value / 100
+    return Options(background=under, **fields)
 
 
 def admit_request(deadline: float, field: str = "file"):

@@ -10,6 +10,7 @@ import sys
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from ..params import JOBS
 from ..batch import output_name, request_items, request_options
 from ..download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
@@ -107,7 +108,7 @@ def _submit(settings, jobs: Jobs):
         except ServiceError as exc:
             raise BadWebhook(exc.message) from None
     items = request_items(settings.max_batch_files)
-    options = request_options()
+    options = request_options(JOBS)
     background = request.files.get("bg_image_file")
     job_id, taken = new_id(), set()
     outputs = [output_name(item.name, options, taken) for item in items]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..pipeline import Options
 
@@ -70,19 +70,23 @@ def valid_id(job_id: str) -> bool:
 
 def options_to_json(options: Options) -> str:
     """The options as JSON; an image background travels as the job's ``bg`` key instead."""
-    fields = asdict(options)
-    fields["background"] = list(options.background) if isinstance(options.background, tuple) else None
+    fields = {name: getattr(options, name) for name in Options.__dataclass_fields__}
+    if not isinstance(options.background, tuple):
+        fields["background"] = None
     return json.dumps(fields)
 
 
+def _tuples(value):
+    """JSON's lists back as the tuples they were: every sequence in Options is a tuple."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
 def options_from_json(text: str, background=None) -> Options:
-    fields = json.loads(text)
-    fields["crop_margin"] = tuple(tuple(m) for m in fields["crop_margin"])
-    for name in ("roi", "position"):
-        if fields.get(name) is not None:
-            fields[name] = tuple(tuple(m) if isinstance(m, list) else m for m in fields[name])
-    fields["background"] = background if background is not None else (
-        tuple(fields["background"]) if fields["background"] else None)
+    """The Options :func:`options_to_json` wrote, equal to them; ``background``: the job's
+    background image, where it has one."""
+    fields = {name: _tuples(value) for name, value in json.loads(text).items()}
+    if background is not None:
+        fields["background"] = background
     return Options(**fields)
 
 
