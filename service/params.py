@@ -152,6 +152,9 @@ TABLE: tuple[Param, ...] = (
           option="only_mask"),
     Param("refine", {**_BOOLEAN, "default": False},
           "fit the mask's soft edges (hair, fur) to the photo at full resolution", option="refine"),
+    Param("semitransparency", {**_BOOLEAN, "default": True},
+          "false: every pixel fully kept or fully removed (alpha 0 or 255), no soft edges", option="hard_edges",
+          to_option=operator.not_, removebg="semitransparency"),
     Param("color", _COLOR, "a colour to put the subject on: " + _COLOR_HELP, read=_color("color"),
           removebg="bg_color", per_api={CHANGE_COLOR: {"anyOf": [
               {"pattern": "^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"}, {"pattern": f"^{_BYTE},{_BYTE},{_BYTE}$"},

@@ -175,10 +175,6 @@ def _check(params: dict[str, str]) -> tuple[str, str, str, dict]:
     if params.get("type", "auto").lower() not in TYPES:
         raise _invalid(f"type must be one of {', '.join(TYPES)}")
     shared = _shared(params)
-    semitransparency = params.get("semitransparency", "true").lower()
-    if semitransparency not in ("true", "false"):
-        raise _invalid("semitransparency must be true or false")
-    shared["hard_edges"] = semitransparency == "false"
     if fmt == "zip" and (channels == "alpha" or params.get("bg_color") or params.get("bg_image_url")
                          or request.files.get("bg_image_file") is not None):
         raise _invalid("format=zip is the cut-out's colours and alpha: it takes no background and "

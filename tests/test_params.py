@@ -45,6 +45,22 @@ def test_remove_bg_api_takes_unknown_fields_as_remove_bg_does(client, sample_pho
     assert answer.status_code == 200
 
 
+def test_semitransparency_false_gives_only_opaque_and_clear_pixels_on_both_apis(client, sample_photo):
+    """The option added through the table alone (remove.bg's name, the pipeline's hard_edges)."""
+    def alpha(path: str, **fields: str) -> np.ndarray:
+        field = "image_file" if path.startswith("/v1.0") else "file"
+        answer = client.post(path, data={field: (io.BytesIO(sample_photo.read_bytes()), "a.jpg"), **fields})
+        assert answer.status_code == 200, answer.json
+        return np.asarray(Image.open(io.BytesIO(answer.data)).getchannel("A"))
+
+    for path in ("/api/bg/remove", "/v1.0/removebg"):
+        soft, hard = alpha(path, format="png"), alpha(path, format="png", semitransparency="false")
+        assert ((soft > 0) & (soft < 255)).sum() > 100, path
+        assert set(np.unique(hard)) <= {0, 255}, path
+    bad = client.post("/api/bg/remove", data={**photo(sample_photo), "semitransparency": "maybe"})
+    assert bad.status_code == 400 and "semitransparency must be true or false" in bad.json["error"]
+
+
 @pytest.mark.parametrize("fields, words", [
     ({"shadow_opacity": "40"}, "shadow_opacity goes with shadow"),
     ({"shadow": "none", "shadow_opacity": "40"}, "shadow_opacity goes with shadow"),
