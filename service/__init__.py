@@ -8,10 +8,9 @@ import threading
 from typing import Mapping
 
 from .holder import FALLBACK_MODEL, check_memory, ensure_model, load_engine
+from .version import __version__
 
-__all__ = ["create_app", "FALLBACK_MODEL", "check_memory", "ensure_model", "load_engine"]
-
-__version__ = "0.1.0"
+__all__ = ["create_app", "FALLBACK_MODEL", "check_memory", "ensure_model", "load_engine", "__version__"]
 
 log = logging.getLogger(__name__)
 

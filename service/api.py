@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from . import __version__
+from .version import __version__
 from .config import ALLOWED_EXTENSIONS
 from .params import CHANGE_COLOR, REMOVE
 from .memory import peak_rss_mb, release_memory, rss_mb

@@ -39,10 +39,10 @@ class NpmResource:
 
 @dataclass(frozen=True)
 class Build:
-    """Built here from another catalog model by :mod:`service.tools.quantize`: ``recipe`` "int8"
+    """Built here from another catalog model by :mod:`tools.quantize` (run by :func:`service.fetch.run_build`): ``recipe`` "int8"
     (int8 Conv weights, Concats split), "split" (weights as they are, Concats split), "float32"
     (fp16 weights widened, only the named output) or "static-int8" (int8 weights and activations,
-    activation ranges from the calibration table ``table`` in service/tools/calibration/) or
+    activation ranges from the calibration table ``table`` in tools/calibration/) or
     "openvino-ir" (OpenVINO's IR of the base, weights as they are: a ``.xml`` and a ``.bin``)."""
     base: str
     recipe: str

@@ -20,7 +20,7 @@ import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
-from . import __version__
+from .version import __version__
 from .errors import FileTooLarge, ServiceError
 
 MAX_REDIRECTS = 3

@@ -205,33 +205,34 @@ def _from_npm(source: NpmResource, part: Path, progress: Progress, work: Path) -
                 progress.update(len(data))
 
 
+def run_build(command: list[str], what: str) -> None:
+    """``python -m tools.build COMMAND`` in a process of its own, from the clone that holds the
+    project's tools (the build imports onnx and takes some 1 GB for a moment: never the server's).
+    FetchError with the build's last line when it fails or cannot run."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "tools" / "build.py").is_file():
+        raise FetchError(f"{what} needs the project's build tools (tools/ in a clone of the repository, with "
+                         "requirements-tools.txt), which this installation does not hold; or set BG_MODEL_MIRROR "
+                         "to a folder that holds the built file")
+    path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+    done = subprocess.run([sys.executable, "-m", "tools.build", *command], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": path})
+    if done.returncode:
+        lines = (done.stderr or "").strip().splitlines() or [f"exit status {done.returncode}"]
+        raise FetchError(f"{what} failed: {lines[-1]}")
+
+
 def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
                 model_dir: Path, mirror: Path | None, catalog: Mapping[str, ModelSpec]) -> None:
     base = catalog[source.base]
     base_path = model_path(base, model_dir)
     had_base = base_path.exists()
     fetch_model(base, model_dir, mirror=mirror, show_progress=progress.enabled, catalog=catalog)
-    try:
-        from .tools import quantize  # imports onnx: keep it off every other path
-    except ImportError as exc:
-        raise FetchError(f"building {spec.name} needs the build tools ({exc.name} is missing: "
-                         "pip install -r requirements-tools.txt)") from None
-
     log.info("building %s from %s", spec.name, base.name)
-    outputs = [spec.output] if spec.output else None
+    command = [source.recipe, str(base_path), str(part), *(["--output", spec.output] if spec.output else []),
+               *(["--table", source.table] if source.table else [])]
     try:
-        if source.recipe == "int8":
-            quantize.build_int8_model(base_path, part, outputs)
-        elif source.recipe == "static-int8":
-            quantize.build_static_int8_model(base_path, part, outputs, quantize.CALIBRATION / source.table)
-        elif source.recipe == "float32":
-            quantize.build_float32_graph(base_path, part, outputs)
-        elif source.recipe == "openvino-ir":
-            quantize.build_openvino_ir(base_path, part)
-        else:
-            quantize.build_split_model(base_path, part)
-    except (ValueError, OSError) as exc:
-        raise FetchError(f"building {spec.name} from {base.name} failed: {exc}") from None
+        run_build(command, f"building {spec.name} from {base.name}")
     finally:
         if not had_base:  # fetched only as an ingredient: don't keep 88 MB around
             for leftover in model_files(base_path):

@@ -6,7 +6,7 @@ fit its schemas.
 """
 from __future__ import annotations
 
-from . import __version__
+from .version import __version__
 from .config import Settings
 from .params import BATCH, CHANGE_COLOR, JOBS, REMOVE, REMOVEBG, TABLE, form_schema
 

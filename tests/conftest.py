@@ -3,7 +3,7 @@
 Models are fetched once per session into ``$MODEL_DIR`` (CI sets it to a
 cache) or a session temp dir, from ``$BG_MODEL_MIRROR`` or ``../shared/models``
 when that exists, else from the catalog's own sources. Photos are fetched the
-same way (:mod:`service.tools.photos`), so the suite needs nothing beside the clone.
+same way (:mod:`tools.photos`), so the suite needs nothing beside the clone.
 """
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def default_server(base_env, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, Path]:
-    """The sample photos (:data:`service.tools.photos.PHOTOS`) by name, verified."""
-    from service.tools.photos import fetch_photos
+    """The sample photos (:data:`tools.photos.PHOTOS`) by name, verified."""
+    from tools.photos import fetch_photos
 
     return {path.stem: path for path in fetch_photos()}
 

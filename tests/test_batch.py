@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.tools.bench import synthetic_payloads
+from tools.bench import synthetic_payloads
 
 from .support import gradient, save
 

@@ -1,12 +1,12 @@
-"""python -m service calibrate: the activation ranges the static int8 build is made from."""
+"""python -m tools calibrate: the activation ranges the static int8 build is made from."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from service.tools.calibrate import TAIL, tails
-from service.tools.quantize import CALIBRATION
+from tools.calibrate import TAIL, tails
+from tools.quantize import CALIBRATION
 
 
 def test_tails_leave_the_given_share_outside_at_each_end():

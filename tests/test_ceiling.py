@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.tools.bench import synthetic_payloads
-from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+from tools.bench import synthetic_payloads
+from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .support import ROOT, many_frames_gif, png_header_only, save, start_server
 

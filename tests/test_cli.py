@@ -184,7 +184,7 @@ def test_bench_stages_prints_a_row_of_step_times(run_cli, sample_photo, tmp_path
 
 
 def test_bench_runs_the_server_in_a_memory_cgroup_and_counts_oom_kills(run_cli, sample_photo, tmp_path):
-    from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+    from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
     try:
         MemoryCgroup(64).remove()

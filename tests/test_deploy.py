@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from service.server import MALLOC_DEFAULTS
+from service.memory import MALLOC_DEFAULTS
 
 from .support import ROOT, npm_install
 
@@ -56,11 +56,13 @@ def test_the_runtime_requirements_are_what_the_server_imports_and_no_more():
     assert requirement_names("requirements-tools.txt") == {"onnx", "requests", "psutil"}
     runtime = DOCKERFILE.rsplit("FROM ", 1)[1]
     assert "requirements-tools.txt" in DOCKERFILE.rsplit("FROM ", 1)[0] and "requirements-tools" not in runtime
+    # the tools build the model in the build stage; the runtime stage copies the runtime package alone
+    assert "COPY tools " in DOCKERFILE.rsplit("FROM ", 1)[0] and "tools" not in runtime
 
 
 def test_the_server_imports_no_tooling(base_env):
     code = ("import sys, service.wsgi; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('onnx', 'requests', 'psutil') or m.startswith('service.tools')); print(bad); sys.exit(bool(bad))")
+            "('onnx', 'requests', 'psutil', 'tools')); print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base_env, "BG_REMOVAL_MODEL": "u2netp"},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -80,7 +82,7 @@ def test_pip_install_gives_a_bg_removal_command_with_its_data(tmp_path):
                             text=True, env={**os.environ, "PYTHONPATH": str(site)}, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("bg-removal "), result.stderr
     assert (site / "service" / "templates" / "index.html").is_file()
-    assert (site / "service" / "tools" / "calibration" / "isnet-general-use.json").is_file()
+    assert not (site / "tools").exists() and not (site / "service" / "tools").exists()  # the runtime alone
 
 
 def kubernetes_documents(name: str = "bg-removal.yaml") -> list[dict]:

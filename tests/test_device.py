@@ -8,7 +8,7 @@ from service.catalog import CATALOG
 from service.config import Settings
 from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, Placement, Probe, assigned_device, place, probe
 from service.engines import settings_choice
-from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .support import cap_address_space, start_server
 

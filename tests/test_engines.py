@@ -168,7 +168,7 @@ def test_openvino_gives_its_activations_back_after_each_run(base_env):
     import subprocess
     import sys
 
-    from service.server import MALLOC_DEFAULTS
+    from service.memory import MALLOC_DEFAULTS
 
     from .support import ROOT
 

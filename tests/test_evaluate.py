@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.imaging import decode_upload
-from service.tools.evaluate import band_metrics, iou, mae, max_f_measure, score, uncertain_band
+from tools.evaluate import band_metrics, iou, mae, max_f_measure, score, uncertain_band
 
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.catalog import CATALOG, DEFAULT_MODEL, Build, Url
 from service.fetch import FetchError, fetch_model, verify
-from service.tools.quantize import CALIBRATION
+from tools.quantize import CALIBRATION
 
 from .support import free_port
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from service.catalog import CATALOG
-from service.tools.evaluate import iou
+from tools.evaluate import iou
 from service.fetch import verify
 from service.imaging import decode_upload
 
@@ -314,7 +314,7 @@ def test_server_without_its_model_exits_with_a_clear_message(base_env, tmp_path)
 def test_worker_runs_with_the_malloc_settings(u2netp_server):
     import psutil
 
-    from service.server import MALLOC_DEFAULTS
+    from service.memory import MALLOC_DEFAULTS
 
     worker = psutil.Process(u2netp_server.process.pid).children()[0]
     environ = worker.environ()

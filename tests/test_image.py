@@ -14,7 +14,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .image_build import Image as BuiltImage
 from .image_build import ImageUnavailable, base_size, build, ensure_base_image, ensure_tools

@@ -17,7 +17,7 @@ import pytest
 import redis as redis_client
 from PIL import Image
 
-from service.tools.bench import synthetic_payloads
+from tools.bench import synthetic_payloads
 
 from .test_openapi import fits
 from .support import ImageHost, RedisServer, gradient, save, start_server, start_worker

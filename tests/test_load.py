@@ -59,7 +59,7 @@ def test_sigterm_lets_the_running_request_finish_then_exits_cleanly(base_env, tm
 
 def test_a_burst_of_large_photos_is_served_not_turned_away(u2netp_server):
     # a user's batch script: 24 photos of 4000×3000 (a few MB each), 12 at a time
-    from service.tools.bench import synthetic_payloads
+    from tools.bench import synthetic_payloads
 
     name, photo = synthetic_payloads()[0]
     with ThreadPoolExecutor(12) as pool:

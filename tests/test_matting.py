@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from service.imaging import compose_on_color
-from service.tools.evaluate import band_metrics, iou
+from tools.evaluate import band_metrics, iou
 from service.matting import box_mean, estimate_foreground, refine_mask
 
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.tools.bench import synthetic_payloads
+from tools.bench import synthetic_payloads
 
 from .support import API_KEY, LiveServer, gradient, png_header_only, save, start_server
 

@@ -9,7 +9,7 @@ from service.catalog import CATALOG
 from service.config import Settings
 from service.engines import create_engine, settings_choice
 from service.imaging import decode_upload
-from service.tools.evaluate import iou
+from tools.evaluate import iou
 
 from .support import SAMPLES
 

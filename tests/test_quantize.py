@@ -8,7 +8,7 @@ import pytest
 
 from service.catalog import CATALOG
 from service.fetch import fetch_model, verify
-from service.tools.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
+from tools.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
 
 
 
@@ -50,7 +50,7 @@ def test_split_convolution_sums_equal_the_convolution_of_the_concatenation(int8)
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from service.tools.quantize import _quantize_conv_weights, _split_concat_convs
+    from tools.quantize import _quantize_conv_weights, _split_concat_convs
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(4, 5, 3, 3)).astype(np.float32)
@@ -181,7 +181,7 @@ def test_the_int8_builds_float_steps_are_sliced_and_give_the_same_mask(built_int
     import onnx
     import onnxruntime as ort
 
-    import service.tools.quantize as quantize
+    import tools.quantize as quantize
     from service.imaging import decode_upload, preprocess
 
     def float_buffers(path: Path) -> list[int]:
@@ -209,7 +209,7 @@ def test_the_int8_builds_float_steps_are_sliced_and_give_the_same_mask(built_int
 
 
 def test_static_int8_build_refuses_a_table_of_another_graph(model_dir, tmp_path):
-    from service.tools.quantize import build_static_int8_model
+    from tools.quantize import build_static_int8_model
 
     table = tmp_path / "table.json"
     table.write_text('{"ranges": {"no_such_tensor": [0.0, 1.0]}}')

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from service.imaging import decode_upload
-from service.tools.evaluate import iou
+from tools.evaluate import iou
 
 from .support import API_KEY, gradient, npm_install, save
 

@@ -84,7 +84,7 @@ def test_two_workers_serve_side_by_side(base_env, tmp_path, sample_photo):
 
 
 def test_workers_that_would_not_fit_the_containers_memory_are_refused_at_start(base_env, tmp_path):
-    from service.tools.cgroup import CgroupUnavailable, MemoryCgroup
+    from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
     try:
         group = MemoryCgroup(400)

@@ -24,7 +24,7 @@ class OnnxRuntimeEngine(Engine):
     tensor, keeping it alive far past its own tensor, and on IS-Net at 1024² that
     costs about 250 MB of peak and 24–31% of speed (docs/performance.md).
     ``threads`` sets ONNX Runtime's intra-op thread count (inter-op stays 1, sequential);
-    ``mem_reuse`` exists to measure the trade (``python -m service bench --compare-reuse``).
+    ``mem_reuse`` exists to measure the trade (``python -m tools bench --compare-reuse``).
 
     ``float_weights`` trades memory for speed on a model with int8 weights
     (isnet-general-tiny): ONNX Runtime folds each DequantizeLinear into a float32

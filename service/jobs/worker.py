@@ -137,7 +137,7 @@ def main() -> int:
     global _model, _settings
     from ..config import ConfigError, Settings
     from ..holder import ModelHolder
-    from ..server import apply_malloc_defaults
+    from ..memory import apply_malloc_defaults
 
     apply_malloc_defaults()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)

@@ -416,7 +416,7 @@ def build_static_int8_model(source: Path, target: Path, outputs: list[str] | Non
     """Write the static int8 model built from ``source`` and the calibration ``table`` to ``target``.
 
     int8 weights (symmetric, per output channel) and uint8 activations (asymmetric, per tensor,
-    ranges from ``table``: :mod:`service.tools.calibrate`), in QDQ form, which ONNX Runtime
+    ranges from ``table``: :mod:`tools.calibrate`), in QDQ form, which ONNX Runtime
     runs with integer kernels; :func:`float_kept_nodes` stay float. Then the float steps whose
     buffers would pass SLICE_BYTES are sliced by channels (:func:`_slice_float_steps`): the same
     masks, with 39 MiB less live at the peak of a run. Returns how many nodes were left in float.

@@ -1,4 +1,4 @@
-"""``python -m service calibrate DIR``: activation ranges of IS-Net on a folder of photos, the
+"""``python -m tools calibrate DIR``: activation ranges of IS-Net on a folder of photos, the
 table that the static int8 build (``isnet-general-int8``) is made from.
 
 Each photo goes through the service's own preprocessing and the float32 graph; for every
@@ -46,8 +46,8 @@ def calibrate(photos: list[Path], base: Path, output: str | None, threads: int =
     import onnx
     import onnxruntime as ort
 
-    from ..catalog import CATALOG
-    from ..imaging import decode_upload, preprocess
+    from service.catalog import CATALOG
+    from service.imaging import decode_upload, preprocess
     from .quantize import float32_graph, inferred_value_info
 
     spec = CATALOG["isnet-general-int8"]
@@ -78,7 +78,7 @@ def calibrate(photos: list[Path], base: Path, output: str | None, threads: int =
     return {
         "about": "Activation ranges of IS-Net general-use (float32, output 'output' only) for the static "
                  f"int8 build: per photo the {TAIL:.2%} tails at each end of every float tensor, averaged "
-                 "over the photos. Made by `python -m service calibrate`.",
+                 "over the photos. Made by `python -m tools calibrate`.",
         "tail": TAIL,
         "photos": [{"name": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in photos],
         "ranges": {name: [float(np.float32(low / len(photos))), float(np.float32(high / len(photos)))]

@@ -1,4 +1,4 @@
-"""``python -m service bench --throughput``: photos a second through the real server at a given
+"""``python -m tools bench --throughput``: photos a second through the real server at a given
 number of clients, for each count of worker processes × images per worker × inference threads.
 
 For each combination: start ``python app_isnet_tiny.py`` with BG_REMOVAL_WORKERS,
@@ -58,7 +58,7 @@ class GpuSampler(threading.Thread):
 
 
 def gpu_name() -> str:
-    from ..device import gpu_description
+    from service.device import gpu_description
 
     gpu = gpu_description()
     return f"{gpu['name']} ({gpu['memory']})" if gpu else "no GPU"

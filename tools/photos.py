@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..catalog import DataFile, PypiWheel
-from ..config import default_model_dir
+from service.catalog import DataFile, PypiWheel
+from service.config import default_model_dir
 
 SKIMAGE = "scikit-image==0.26.0"
 
@@ -42,7 +42,7 @@ def fetch_photos(directory: Path | None = None, show_progress: bool = False) -> 
 
     Raises :class:`service.fetch.FetchError` when one can't be had.
     """
-    from ..fetch import fetch_model
+    from service.fetch import fetch_model
 
     directory = directory or photo_dir()
     return [fetch_model(photo, directory, show_progress=show_progress) for photo in PHOTOS]

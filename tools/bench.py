@@ -1,4 +1,4 @@
-"""``python -m service bench``: memory and speed of the real server under a mixed load.
+"""``python -m tools bench``: memory and speed of the real server under a mixed load.
 
 For each model: start ``python app_isnet_tiny.py`` on a free loopback port,
 time the cold start, then send the load (the sample photos, a 4000×3000
@@ -36,13 +36,13 @@ import psutil
 import requests
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
 def cpu_description() -> str:
     """"<model name>: <its classes>" of this machine's CPU (service/cpu.py)."""
-    from ..cpu import cpu_classes, cpu_info, describe_classes
+    from service.cpu import cpu_classes, cpu_info, describe_classes
 
     return f"{cpu_info().get('model name', 'unknown CPU')}: {describe_classes(cpu_classes())}"
 
@@ -51,8 +51,8 @@ def configurations(models: list[str], engines: list[str], precisions: list[str],
                    ) -> list[tuple[str, str, str]]:
     """(model, engine, precision) for each combination this machine can run, in order, each
     resolved as the server resolves it (duplicates dropped); what it cannot run is printed."""
-    from ..catalog import CATALOG
-    from ..engines import EngineUnavailable, choose
+    from service.catalog import CATALOG
+    from service.engines import EngineUnavailable, choose
 
     out = []
     for model in models:
@@ -174,7 +174,7 @@ def bare_runs(model: str, threads: int, reuse: bool | None, repeats: int, warmup
     """The model's run alone on one preprocessed photo, in a child process with the server's
     malloc settings and ``env``: (median s, peak RSS MB). ``reuse`` None: the engine the server
     would choose; True or False: ONNX Runtime with its buffer reuse on or off."""
-    from ..server import MALLOC_DEFAULTS
+    from service.memory import MALLOC_DEFAULTS
 
     args = [model, str(threads), "server" if reuse is None else "on" if reuse else "off", str(repeats), str(warmup)]
     out = subprocess.run([sys.executable, "-c", BARE_RUN_CODE, *args], cwd=ROOT,
@@ -223,8 +223,8 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
     reference (ONNX Runtime, float32, on the CPU)."""
     import tempfile
 
-    from ..device import probe
-    from ..server import MALLOC_DEFAULTS
+    from service.device import probe
+    from service.memory import MALLOC_DEFAULTS
     from .evaluate import iou
 
     files = [p for p in sorted(photos.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
@@ -282,12 +282,12 @@ def stages(models: list[str], photos: Path | None, threads: int, engines: list[s
     median per request of the time outside the model (refinement, being opt-in, left out)."""
     from dataclasses import replace
 
-    from ..catalog import CATALOG
-    from ..config import Settings
-    from ..engines import fetched_engine
-    from ..imaging import cutout, decode_upload, encode, postprocess, preprocess
-    from ..matting import estimate_foreground, refine_mask
-    from ..server import MALLOC_DEFAULTS
+    from service.catalog import CATALOG
+    from service.config import Settings
+    from service.engines import fetched_engine
+    from service.imaging import cutout, decode_upload, encode, postprocess, preprocess
+    from service.matting import estimate_foreground, refine_mask
+    from service.memory import MALLOC_DEFAULTS
 
     payloads = load_payloads(photos)
     settings = Settings.from_env()
@@ -434,7 +434,7 @@ def main(models: list[str], photos: Path | None, total: int, concurrency: int, t
          rembg: Path | None = None, rembg_home: Path | None = None, refine: bool = False,
          memory_limit: int | None = None, size: str = "default", engines: list[str] = ("auto",),
          precisions: list[str] = ("auto",)) -> int:
-    from ..config import Settings
+    from service.config import Settings
     from .cgroup import CgroupUnavailable, MemoryCgroup
     from .versus import REMBG_MODEL, prepare_rembg_home, rembg_timing
 

@@ -1,4 +1,4 @@
-"""``python -m service eval DIR``: mask quality on a benchmark laid out like ../shared/eval.
+"""``python -m tools eval DIR``: mask quality on a benchmark laid out like ../shared/eval.
 
 ``DIR/manifest.csv`` lists rows (source, id, image, mask, gt_kind, headline);
 images and ground-truth masks (8-bit, 255 = foreground) are read from DIR.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..confidence import mask_confidence
+from service.confidence import mask_confidence
 
 BETA2 = 0.3
 BAND_WIDTH = 5
@@ -142,10 +142,10 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_siz
     ``full_size``, at the photo's own size as ``size=full`` answers."""
     from dataclasses import replace
 
-    from ..catalog import CATALOG
-    from ..config import Settings
-    from ..engines import fetched_engine
-    from ..pipeline import Options, cut_out
+    from service.catalog import CATALOG
+    from service.config import Settings
+    from service.engines import fetched_engine
+    from service.pipeline import Options, cut_out
 
     settings = Settings.from_env()
     if reference:
@@ -162,7 +162,7 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_siz
 def _rembg_masks(rows: list[Row], model: str, threads: int, venv: Path, home: Path | None,
                  alpha_matting: bool) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, mask) per row from rembg's ``remove()`` with the same weights (:func:`rembg_masks`)."""
-    from ..config import Settings
+    from service.config import Settings
     from .versus import prepare_rembg_home, rembg_masks
 
     settings = Settings.from_env()

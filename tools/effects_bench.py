@@ -40,9 +40,9 @@ def _photo(photos: Path | None) -> bytes:
 def _measure(model: str, data: bytes, extra: dict, out) -> None:
     import os
 
-    from .. import load_engine
-    from ..config import Settings
-    from ..pipeline import Options, cut_out
+    from service import load_engine
+    from service.config import Settings
+    from service.pipeline import Options, cut_out
 
     settings = Settings.from_env({**os.environ, "BG_REMOVAL_MODEL": model})
     engine = load_engine(model, settings)
