@@ -4,15 +4,16 @@ API's error shape."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from service.effects import blurred_background, shadow_alpha, with_outline, with_shadow
-from service.imaging import cutout, fit_to_canvas, parse_padding
+from service.imaging import CERTAIN_LEVEL, cutout, fit_to_canvas, main_box, parse_padding, subject_box
 
-from .support import save
+from .support import SAMPLES, save
 
 
 def subject(width=400, height=300, box=(150, 60, 250, 220)) -> tuple[Image.Image, Image.Image]:
@@ -203,3 +204,47 @@ def test_bad_canvas_outline_and_blur_values_get_a_clear_4xx(u2netp_server, field
                                   data=fields)
     assert response.status_code == status, response.text
     assert response.json()["error"]
+
+
+def test_the_subject_s_box_leaves_out_faint_specks_far_from_it_and_keeps_soft_edges_near_it():
+    mask = Image.new("L", (1000, 800), 0)
+    ImageDraw.Draw(mask).rectangle((400, 200, 599, 699), fill=255)   # the body
+    ImageDraw.Draw(mask).rectangle((600, 300, 603, 310), fill=60)    # a strand of hair against it
+    mask.putpixel((50, 50), 6)                                       # a face in the crowd at alpha 6
+    ImageDraw.Draw(mask).rectangle((900, 100, 902, 102), fill=90)    # a soft speck far off
+    assert main_box(mask) == (400, 200, 604, 700)
+    assert subject_box(mask, CERTAIN_LEVEL + 1) == (50, 50, 903, 700)  # what crop and canvases measured before
+    see_through = Image.new("L", (100, 100), 0)
+    ImageDraw.Draw(see_through).rectangle((10, 20, 59, 79), fill=100)  # glass: nothing half opaque
+    assert main_box(see_through) == (10, 20, 60, 80)
+    assert main_box(Image.new("L", (10, 10), 0)) is None
+
+
+def _sample_photos(photos) -> list[Path]:
+    shared = sorted((SAMPLES / "images").glob("*.jpg")) if (SAMPLES / "images").is_dir() else []
+    return [*photos.values(), *shared]
+
+
+def test_crops_are_tight_and_canvases_centred_on_every_sample_photo(u2netp_server, photos):
+    """Issue 31's goals, over HTTP: crop=true cuts no pixel of alpha ≥ 128 and is at most 5% of the
+    long side larger than their box; on a centred 1000×1000 canvas their box's centre is within 1%
+    of the canvas'. On the project's photos, and on ../shared/samples where it is beside the clone."""
+    def alpha(path: Path, **fields: str) -> np.ndarray:
+        answer = u2netp_server.post("/api/bg/remove", files={"file": (path.name, path.read_bytes())}, data=fields)
+        assert answer.status_code == 200, answer.text
+        return np.asarray(Image.open(io.BytesIO(answer.content)).getchannel("A"))
+
+    for path in _sample_photos(photos):
+        plain = alpha(path)
+        ys, xs = np.nonzero(plain >= 128)
+        solid = (xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
+        cropped = alpha(path, crop="true")
+        assert (cropped >= 128).sum() == (plain >= 128).sum(), path.name  # none cut
+        slack = 0.05 * max(plain.shape)
+        assert cropped.shape[1] <= solid[0] + slack and cropped.shape[0] <= solid[1] + slack, path.name
+        margin = alpha(path, crop="true", crop_margin="20px")
+        assert margin.shape[1] <= solid[0] + 40 + slack and margin.shape[0] <= solid[1] + 40 + slack, path.name
+        canvas = alpha(path, output_size="1000x1000", padding="10%")
+        ys, xs = np.nonzero(canvas >= 128)
+        centre = ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2)
+        assert abs(centre[0] - 500) <= 10 and abs(centre[1] - 500) <= 10, (path.name, centre)

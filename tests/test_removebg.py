@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imaging import decode_upload
+from service.imaging import SOLID_LEVEL, decode_upload, main_box
 from tools.evaluate import iou
 
 from .support import API_KEY, gradient, npm_install, save
@@ -129,14 +129,15 @@ def test_what_cannot_be_honoured_is_refused_in_remove_bgs_shape(u2netp_server, s
 def test_crop_with_a_margin_cuts_to_the_subjects_box(u2netp_server, sample_photo):
     plain = post(u2netp_server, sample_photo.read_bytes(), channels="alpha")
     whole = np.asarray(Image.open(io.BytesIO(plain.content)))
-    rows, cols = np.nonzero(whole > 5)  # the haze below 6 is no subject
+    # the subject's box (service/imaging.py, main_box): the haze and faint specks are no subject
+    left, top, right, bottom = main_box(Image.fromarray(whole))
     cropped = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", crop="true", crop_margin="10px")
     mask = Image.open(io.BytesIO(cropped.content))
     # the subject touches the photo's left and bottom edges: the margin there is transparent padding
-    assert mask.size == (min(cols.max() + 1 + 10, 512 + 10) - max(cols.min() - 10, cols.min() - 10),
-                         rows.max() + 1 + 10 - (rows.min() - 10))
+    assert mask.size == (right - left + 20, bottom - top + 20)
     values = np.asarray(mask)
-    assert values[:10].max() <= 5 and values[-10:].max() <= 5  # the margins hold no subject
+    assert values[:10].max() < SOLID_LEVEL and values[-10:].max() < SOLID_LEVEL  # the margins hold no subject
+    assert (values >= SOLID_LEVEL).sum() == (whole >= SOLID_LEVEL).sum()  # and none of it is cut
     assert (cropped.headers["X-Width"], cropped.headers["X-Height"]) == (str(mask.width), str(mask.height))
 
 
@@ -291,7 +292,11 @@ def test_npms_remove_bg_client_crops_places_shadows_and_gets_full_resolution(key
         assert cropped.size == (int(answers["cropped"]["resultWidth"]), int(answers["cropped"]["resultHeight"]))
         assert max(cropped.size) > 1024 and cropped.size != (2048, 2048)  # full resolution, cut to the subject
         alpha = np.asarray(cropped.getchannel("A"))
-        assert alpha[:20].max() <= 5 and alpha[:, -20:].max() <= 5  # the 20 px margins hold no subject
+        # the 20 px margins hold no subject: no half-opaque pixel, and the subject's box (as crops
+        # measure it: service/imaging.py, main_box) inside them
+        assert alpha[:20].max() < SOLID_LEVEL and alpha[:, -20:].max() < SOLID_LEVEL
+        box = main_box(cropped.getchannel("A"))
+        assert box[1] >= 20 and box[2] <= cropped.width - 20
     with Image.open(npm_client / "placed.png") as placed:
         mask = np.asarray(placed)
         assert placed.mode == "L" and placed.width * placed.height <= 250_000
