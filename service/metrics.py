@@ -112,7 +112,11 @@ class Metrics:
         def _count(response):
             route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded label values
             self.requests.labels(route, request.method, str(response.status_code)).inc()
-            self.duration.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+            started = g.get("started", time.perf_counter())
+            if response.is_streamed:  # a batch's zip: its time ends when its last byte has gone
+                response.call_on_close(lambda: self.duration.labels(route).observe(time.perf_counter() - started))
+            else:
+                self.duration.labels(route).observe(time.perf_counter() - started)
             if self.shared:  # each worker's peak is in the files when another one answers a scrape
                 self.peak.set(peak_rss_mb() * 2**20)
             return response

@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+from typing import Iterable, Iterator
 
 from flask import Flask, g, request
 
@@ -60,15 +61,34 @@ def init_app(app: Flask, cors_origins: tuple[str, ...]) -> None:
             "route": request.url_rule.rule if request.url_rule else request.path,
             "status": response.status_code,
             "bytes_in": request.content_length or 0,
-            # a streamed answer (a batch's zip) is not counted: counting would gather it in memory
-            "bytes_out": (response.content_length if response.is_streamed
-                          else response.calculate_content_length()) or 0,
+            "bytes_out": 0 if response.is_streamed else response.calculate_content_length() or 0,
             **g.get("log_fields", {}),
-            "total_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
-            "rss_mb": round(rss_mb(), 1),
         }
-        log.info(json.dumps(entry))
+        started = g.get("started", time.perf_counter())
+
+        def write() -> None:
+            entry.update(total_ms=round((time.perf_counter() - started) * 1000, 1), rss_mb=round(rss_mb(), 1))
+            log.info(json.dumps(entry))
+
+        if response.is_streamed:  # a batch's zip: its line is written when its last byte has gone
+            response.response = _counted(response.response, entry)
+            response.call_on_close(write)
+        else:
+            write()
         return response
+
+
+def _counted(chunks: Iterable[bytes], entry: dict) -> Iterator[bytes]:
+    """A streamed body's chunks as they go, their bytes added to ``entry["bytes_out"]``; closing
+    it closes ``chunks`` at once (a batch's generator gives its admission back when closed)."""
+    try:
+        for chunk in chunks:
+            entry["bytes_out"] += len(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _cors(response, origins: tuple[str, ...]) -> None:

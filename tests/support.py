@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -58,6 +59,11 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def log_entries(server: LiveServer) -> list[dict]:
+    """The server's request log lines (one JSON object each) so far."""
+    return [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
 
 
 def start_server(env: dict[str, str], log: Path, timeout: float = 90, preexec_fn=None,

@@ -1,16 +1,11 @@
 """API key, CORS, request ids and the per-request JSON log, on a live server."""
 from __future__ import annotations
 
-import json
 
 
-from .support import API_KEY, CORS_ORIGIN
+from .support import API_KEY, CORS_ORIGIN, log_entries
 
 KEY, ORIGIN = API_KEY, CORS_ORIGIN
-
-
-def log_entries(server) -> list[dict]:
-    return [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
 
 
 def test_post_without_or_with_a_wrong_key_is_401(keyed_server, sample_photo):
