@@ -125,8 +125,9 @@ _ROWS = (
                     "float activations (default; OpenVINO runs isnet-general-ir under this name)",
         memory_mb=385,
         openvino="isnet-general-ir", int8="isnet-general-int8", gpu="isnet-general-use-fp16",
-        # bf16 where the CPU has it; else, on VNNI, OpenVINO's static int8, whose masks pass the
-        # guard against the truth (docs/engines.md) at 0.46× rembg's time under an AVX512-VNNI cap.
+        # bf16 where the CPU has it; else OpenVINO's static int8 (7-bit weights: no saturation on
+        # AVX2), whose masks pass the guard against the truth (docs/engines.md) at 0.46× rembg's
+        # time under an AVX512-VNNI cap.
         # OpenVINO's float32 is faster than ONNX Runtime's too, but needs ~300 MB more.
         prefer=(("openvino", "bfloat16"), ("openvino", "int8")),
     ),
@@ -134,11 +135,11 @@ _ROWS = (
         name="isnet-general-int8",
         filename="isnet-general-int8.onnx",
         input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="output",
-        checksum="sha256:8d388933fbad4a81906baf36e165150ab81ee0e0fb7f3ff5cf6075d4ac0f67ff",
-        size=44579403,
+        checksum="sha256:fe435988678b4ecd048c1c9e2cca00eb50d3a0b0c1e5a44520b7654a5fcb4d1c",
+        size=44579413,
         sources=(Build(base="isnet-general-use-fp16", recipe="static-int8", table="isnet-general-use.json"),),
-        description="IS-Net general-use, static int8 (integer kernels): about twice as fast as "
-                    "isnet-general-tiny; its masks differ from float32's on a few photos",
+        description="IS-Net general-use, static int8 (integer kernels, 7-bit weights): about twice as "
+                    "fast as isnet-general-tiny; its masks differ from float32's on a few photos",
         memory_mb=240,  # cgroup peak 233 MB in a 256 MB cgroup, no OOM kill (summed RSS 269)
         openvino_memory_mb=385,  # cgroup peak 382 MB in a 512 MB cgroup under an AVX512-VNNI cap
         precision="int8",

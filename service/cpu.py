@@ -25,7 +25,6 @@ CLASSES = (
     ("AMX-BF16", ("amx_bf16", "amx_tile")),
 )
 BF16_CLASSES = ("AVX512_BF16", "AMX-BF16")        # dot products of bf16 pairs in hardware
-VNNI_CLASSES = ("AVX-VNNI", "AVX512-VNNI", "AMX-INT8")  # u8×s8 products summed in 32 bits
 # ONEDNN_MAX_CPU_ISA's values (oneDNN's names) → the highest class of CLASSES they allow.
 ONEDNN_CAPS = {
     "SSE41": None, "AVX": None, "AVX2": "AVX2", "AVX2_VNNI": "AVX-VNNI", "AVX2_VNNI_2": "AVX-VNNI",
@@ -73,10 +72,6 @@ def cpu_classes(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
 
 def has_bf16(classes: tuple[str, ...]) -> bool:
     return any(name in classes for name in BF16_CLASSES)
-
-
-def has_vnni(classes: tuple[str, ...]) -> bool:
-    return any(name in classes for name in VNNI_CLASSES)
 
 
 def describe_classes(classes: tuple[str, ...]) -> str:

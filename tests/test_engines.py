@@ -29,13 +29,13 @@ def pick(spec=TINY, engine="auto", precision="auto", classes=ZEN4, **kw) -> Choi
 @pytest.mark.parametrize("spec, classes, expected", [
     (TINY, ZEN4, Choice("openvino", "bfloat16", "isnet-general-ir")),
     (TINY, ICE_LAKE, Choice("openvino", "int8", "isnet-general-int8")),  # VNNI without bf16
-    (TINY, HASWELL, Choice("onnxruntime", "float32", "isnet-general-tiny")),
+    (TINY, HASWELL, Choice("openvino", "int8", "isnet-general-int8")),  # 7-bit weights: no saturation
     (U2NETP, ZEN4, Choice("openvino", "float32", "u2netp-rembg")),  # bf16 would move its masks
     (U2NETP, HASWELL, Choice("onnxruntime", "float32", "u2netp")),  # OpenVINO's is faster with AVX512 only
     (CATALOG["isnet-general-int8"], ZEN4, Choice("onnxruntime", "int8", "isnet-general-int8")),
     (CATALOG["isnet-general-ir"], HASWELL, Choice("openvino", "float32", "isnet-general-ir")),
 ])
-def test_auto_takes_bf16_where_the_cpu_has_it_int8_on_vnni_and_float32_elsewhere(spec, classes, expected):
+def test_auto_takes_bf16_where_the_cpu_has_it_and_int8_elsewhere(spec, classes, expected):
     assert pick(spec, classes=classes) == expected
 
 
@@ -45,7 +45,9 @@ def test_the_int8_tier_is_the_operators_choice_and_runs_on_onnx_runtime_by_defau
 
 
 def test_a_named_engine_gets_its_best_precision():
-    assert pick(engine="openvino", classes=HASWELL) == Choice("openvino", "float32", "isnet-general-ir")
+    assert pick(engine="openvino", classes=HASWELL) == Choice("openvino", "int8", "isnet-general-int8")
+    assert pick(engine="openvino", precision="float32", classes=HASWELL) == Choice("openvino", "float32",
+                                                                                  "isnet-general-ir")
     assert pick(engine="onnxruntime") == Choice("onnxruntime", "float32", "isnet-general-tiny")
 
 
@@ -91,7 +93,6 @@ def test_without_openvino_everything_runs_on_onnx_runtime():
     (dict(precision="bfloat16"), HASWELL, True, "needs AVX512_BF16 or AMX-BF16 (this CPU has AVX2)"),
     (dict(engine="onnxruntime", precision="bfloat16"), ZEN4, True, "ONNX Runtime has no bf16 kernels"),
     (dict(engine="openvino"), ZEN4, False, "the openvino package is not installed"),
-    (dict(engine="openvino", precision="int8"), HASWELL, True, "needs VNNI or AMX"),
     (dict(engine="openvino", device="cuda", gpu=True), ZEN4, True, "runs on the CPU only"),
     (dict(precision="int8", spec=U2NETP), ZEN4, True, "u2netp has no int8 build"),
     (dict(precision="float32", spec=CATALOG["isnet-general-int8"]), ZEN4, True, "is an int8 graph"),
@@ -107,7 +108,7 @@ def test_what_the_machine_cannot_run_is_refused_in_one_line(request_, classes, o
 
 def test_with_fallback_the_automatic_choice_serves_and_says_why():
     choice = pick(precision="bfloat16", classes=HASWELL, fallback=True)
-    assert (choice.engine, choice.precision, choice.build) == ("onnxruntime", "float32", "isnet-general-tiny")
+    assert (choice.engine, choice.precision, choice.build) == ("openvino", "int8", "isnet-general-int8")
     assert "needs AVX512_BF16" in choice.reason
 
 
@@ -120,7 +121,7 @@ def test_a_start_asking_for_bf16_under_an_avx2_cap_stops_with_one_line(base_env,
     assert "Traceback" not in "\n".join(lines)
 
 
-def test_under_an_avx2_cap_fallback_gives_way_and_auto_takes_float32(base_env, tmp_path, sample_photo):
+def test_under_an_avx2_cap_fallback_gives_way_and_auto_takes_openvinos_int8(base_env, tmp_path, sample_photo):
     env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_ENGINE": "onnxruntime",
            "BG_REMOVAL_PRECISION": "bfloat16", "BG_REMOVAL_FALLBACK": "true", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     server = start_server(env, tmp_path / "server.log", timeout=120)
@@ -136,10 +137,10 @@ def test_under_an_avx2_cap_fallback_gives_way_and_auto_takes_float32(base_env, t
     env.update(BG_REMOVAL_MODEL="isnet-general-tiny", BG_REMOVAL_ENGINE="auto", BG_REMOVAL_PRECISION="auto",
                BG_REMOVAL_FALLBACK="false")
     server = start_server(env, tmp_path / "server-auto.log", timeout=120)
-    try:  # the path an AVX2-only CPU takes: no bf16, so ONNX Runtime's float32
+    try:  # the path an AVX2-only CPU takes: no bf16, so OpenVINO's int8 (7-bit weights: exact sums)
         response = server.post("/api/bg/remove", files={"file": ("p.jpg", sample_photo.read_bytes())})
         assert response.status_code == 200
-        assert response.headers["X-Model-Used"] == "isnet-general-tiny (onnxruntime, f32)"
+        assert response.headers["X-Model-Used"] == "isnet-general-tiny (openvino, int8)"
     finally:
         server.stop()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..catalog import CATALOG, ModelSpec
-from ..cpu import BF16_CLASSES, cpu_classes, has_bf16, has_vnni
+from ..cpu import BF16_CLASSES, cpu_classes, has_bf16
 
 if TYPE_CHECKING:  # the choice runs in gunicorn's master too, which stays without numpy, PIL and Flask
     import numpy as np
@@ -170,9 +170,6 @@ def _refusal(spec: ModelSpec, engine: str, precision: str, device: str, classes:
         return f"BG_REMOVAL_PRECISION={precision}: {spec.name} has no {precision} build"
     if precision == "float16" and engine == "openvino":
         return "BG_REMOVAL_PRECISION=float16: the float16 builds run on ONNX Runtime (BG_REMOVAL_ENGINE=onnxruntime)"
-    if precision == "int8" and engine == "openvino" and not has_vnni(classes):
-        return ("BG_REMOVAL_PRECISION=int8 on OpenVINO needs VNNI or AMX (this CPU has "
-                f"{', '.join(classes) or 'no AVX2'}): without them its u8×s8 sums can saturate")
     if precision == "bfloat16" and engine == "onnxruntime":
         return "BG_REMOVAL_PRECISION=bfloat16: ONNX Runtime has no bf16 kernels on the CPU; use BG_REMOVAL_ENGINE=openvino"
     if precision == "bfloat16" and not has_bf16(classes):
