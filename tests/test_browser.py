@@ -5,7 +5,9 @@ import base64
 import os
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from .support import API_KEY
 
@@ -228,3 +230,21 @@ def test_with_api_key_set_the_page_asks_for_the_key_and_keeps_it_for_the_tab(bro
 
 def test_without_api_key_the_page_has_no_key_field(page):
     assert page.query_selector("#api-key") is None
+
+
+def test_the_page_says_when_the_mask_looks_wrong(page, sample_photo, tmp_path):
+    """X-Mask-Warning, shown to the person on the page: noise has no single subject (uncertain);
+    a good photo clears the warning again."""
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(noise)
+    page.set_input_files("#file", str(noise))
+    page.click("#submit")
+    wait_for_result(page)
+    page.wait_for_function("() => !document.getElementById('warning').hidden", timeout=30_000)
+    assert "the model is unsure of this photo" in page.text_content("#warning")
+    assert "confidence 0." in page.text_content("#warning")
+    page.set_input_files("#file", str(sample_photo))  # a photo with one clear subject: no warning
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('time').textContent !== ''"
+                           " && !document.getElementById('submit').disabled", timeout=60_000)
+    assert page.is_hidden("#warning")
