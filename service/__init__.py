@@ -10,7 +10,18 @@ from typing import Mapping
 from .holder import FALLBACK_MODEL, check_memory, ensure_model, load_engine
 from .version import __version__
 
-__all__ = ["create_app", "FALLBACK_MODEL", "check_memory", "ensure_model", "load_engine", "__version__"]
+__all__ = ["create_app", "remove", "new_session", "FALLBACK_MODEL", "check_memory", "ensure_model", "load_engine",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    """rembg's library call (``from service import remove, new_session``: service/library.py),
+    imported when first asked for."""
+    if name in ("remove", "new_session", "Session"):
+        from . import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'service' has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
