@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     from .batch import bp as batch_bp
     from .jobs.api import bp as jobs_bp
     from .removebg import bp as removebg_bp
+    from .rembg_api import bp as rembg_bp
     from .config import Settings
     from .holder import ModelHolder
     from .web import register_error_handlers
@@ -82,6 +83,7 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     app.register_blueprint(batch_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(removebg_bp)
+    app.register_blueprint(rembg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
     app.extensions["bg_metrics"].init_app(app, settings.metrics_require_key)

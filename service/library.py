@@ -89,35 +89,41 @@ def remove(data, alpha_matting: bool = False, alpha_matting_foreground_threshold
     ``bgcolor`` (R, G, B, A) where given, in the kind ``data`` came in (``force_return_bytes``:
     PNG bytes whatever it was). Raises ValueError for another kind of input, and the server's
     typed errors (service/errors.py) for bytes that are no image."""
-    from .imaging import cutout
-    from .matting import estimate_foreground
     from .pipeline import Options, cut_out
 
     if isinstance(data, (bytes, bytearray)):
         kind, raw = "bytes", bytes(data)
     elif isinstance(data, Image.Image):
-        kind, raw = "pil", _png(ImageOps.exif_transpose(data))
+        kind, raw = "pil", png(ImageOps.exif_transpose(data))
     elif isinstance(data, np.ndarray):
-        kind, raw = "array", _png(Image.fromarray(data))
+        kind, raw = "array", png(Image.fromarray(data))
     else:
         raise ValueError(f"Input type {type(data)} is not supported.")
     session = session or _default_session()
     options = Options(fmt=None, only_mask=only_mask, refine=alpha_matting,
                       output_pixels=session.settings.max_output_pixels, frames="first")
-    result = cut_out(raw, session.engine, session.settings, options)
-    image, mask = result.image, result.mask
-    if post_process_mask:
-        mask = post_process(mask)
-        rgb = result.decoded.rgb
-        image = mask if only_mask else cutout(estimate_foreground(rgb, mask), mask)
-    if bgcolor is not None and not only_mask:  # composed over it (rembg pastes, which leaves soft edges see-through)
-        image = Image.alpha_composite(Image.new("RGBA", image.size, tuple(bgcolor)), image)
+    image = finish(cut_out(raw, session.engine, session.settings, options), only_mask, post_process_mask, bgcolor)
     if kind == "bytes" or force_return_bytes:
-        return _png(image)
+        return png(image)
     return image if kind == "pil" else np.asarray(image)
 
 
-def _png(image: Image.Image) -> bytes:
+def finish(result, only_mask: bool, post_process_mask: bool, bgcolor: tuple[int, ...] | None) -> Image.Image:
+    """A pipeline :class:`service.pipeline.Result` as rembg answers it: the mask post-processed
+    where asked (the cut-out made again from it), composed over ``bgcolor`` where given."""
+    from .imaging import cutout
+    from .matting import estimate_foreground
+
+    image = result.image
+    if post_process_mask:
+        mask = post_process(result.mask)
+        image = mask if only_mask else cutout(estimate_foreground(result.decoded.rgb, mask), mask)
+    if bgcolor is not None and not only_mask:  # composed over it (rembg pastes, which leaves soft edges see-through)
+        image = Image.alpha_composite(Image.new("RGBA", image.size, tuple(bgcolor)), image)
+    return image
+
+
+def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()

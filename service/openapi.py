@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .version import __version__
 from .config import Settings
-from .params import BATCH, CHANGE_COLOR, JOBS, REMOVE, REMOVEBG, TABLE, form_schema
+from .params import BATCH, CHANGE_COLOR, JOBS, REMBG, REMOVE, REMOVEBG, TABLE, form_schema, query_parameters
 
 _ERROR_CODES = {
     "400": "Missing file (`missing_file`), not an image (`not_an_image`), bad colour (`bad_color`) "
@@ -76,9 +76,27 @@ def _image_response(media: list[str], description: str) -> dict:
     }
 
 
-def _upload_body(api: str, **extra: dict) -> dict:
+def _upload_body(api: str, **schema_options) -> dict:
     """A multipart request body of ``api``'s fields, from the parameter table (service/params.py)."""
-    return {"required": True, "content": {"multipart/form-data": {"schema": form_schema(api, **extra)}}}
+    return {"required": True, "content": {"multipart/form-data": {"schema": form_schema(api, **schema_options)}}}
+
+
+def _rembg_operations() -> dict:
+    """GET and POST /api/remove in rembg's terms (service/rembg_api.py)."""
+    detail = {"description": "rembg's error shape", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}}}}
+    answer = {"description": "the cut-out (or the mask) as PNG, at the photo's own size",
+              "headers": {"X-Model-Used": {"schema": {"type": "string"}}, **_QUALITY_HEADERS},
+              "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+    responses = {"200": answer, **{code: detail for code in ("400", "401", "413", "415", "429", "500", "503")}}
+    return {
+        "get": {"summary": "rembg's server: the photo at ?url= (where ALLOW_IMAGE_URL is set)",
+                "security": [{}, {"ApiKey": []}], "parameters": query_parameters(REMBG, leave_out=("file",)),
+                "responses": responses},
+        "post": {"summary": "rembg's server: a rembg client works by changing only its base URL",
+                 "security": [{}, {"ApiKey": []}], "requestBody": _upload_body(REMBG, leave_out=("url",), closed=False),
+                 "responses": responses},
+    }
 
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -324,6 +342,7 @@ def openapi_document(settings: Settings) -> dict:
                     **_errors("401", "404", "503")},
             }},
             "/v1.0/removebg": _removebg_operation(),
+            "/api/remove": _rembg_operations(),
             "/v1.0/account": _account_operation(),
             "/api/bg/health": {"get": {
                 "summary": "Liveness, with the process memory",

@@ -26,12 +26,12 @@ from PIL import ImageColor
 from .errors import BadColor, BadRequest
 from .imaging import ALIGNMENTS, parse_color, parse_margin
 
-REMOVE, CHANGE_COLOR, BATCH, JOBS, REMOVEBG = "remove", "change_color", "batch", "jobs", "removebg"
+REMOVE, CHANGE_COLOR, BATCH, JOBS, REMOVEBG, REMBG = "remove", "change_color", "batch", "jobs", "removebg", "rembg"
 # The operations under /api/bg that take a photo and the options of its answer.
 FORM = (REMOVE, CHANGE_COLOR, BATCH, JOBS)
 # The paths of the operations, for the messages.
 PATHS = {REMOVE: "/api/bg/remove", CHANGE_COLOR: "/api/bg/change_color", BATCH: "/api/bg/batch",
-         JOBS: "/api/bg/jobs", REMOVEBG: "/v1.0/removebg"}
+         JOBS: "/api/bg/jobs", REMOVEBG: "/v1.0/removebg", REMBG: "/api/remove"}
 
 _BINARY = {"type": "string", "format": "binary"}
 _BOOLEAN = {"type": "boolean"}
@@ -140,7 +140,7 @@ def _margin(text: str):
 
 TABLE: tuple[Param, ...] = (
     Param("file", _BINARY, "the image (PNG, JPEG, WebP, BMP, GIF, TIFF, HEIC/HEIF, AVIF); its format is sniffed "
-          "from the bytes", per_api={BATCH: {"type": "array", "items": _BINARY, "format": None},
+          "from the bytes", apis=(*FORM, REMBG), per_api={BATCH: {"type": "array", "items": _BINARY, "format": None},
                                      JOBS: {"type": "array", "items": _BINARY, "format": None}}),
     Param("format", {"type": "string", "enum": ["png", "webp", "avif"], "default": "png"},
           "WebP: lossy colour (quality 90), lossless alpha; AVIF: lossy colour and alpha (quality 85), not with "
@@ -199,6 +199,24 @@ TABLE: tuple[Param, ...] = (
           option="frames"),
     Param("webhook_url", {"type": "string", "format": "uri"}, "called with the job's summary when it ends",
           apis=(JOBS,)),
+    # rembg's server (rembg s), on /api/remove: its names, form or query (service/rembg_api.py)
+    Param("url", {"type": "string", "format": "uri"}, "GET: the photo's address, fetched where ALLOW_IMAGE_URL is "
+          "set, from public addresses only", apis=(REMBG,)),
+    Param("model", {"type": "string", "examples": ["isnet-general-use", "u2netp"]}, "the model this server "
+          "serves (BG_REMOVAL_MODEL), by its name or rembg's; another is refused", apis=(REMBG,)),
+    Param("a", {**_BOOLEAN, "default": False}, "alpha matting: this server's edge refinement (refine=true)",
+          apis=(REMBG,), option="refine"),
+    *(Param(name, {"type": "integer", "minimum": 0, "maximum": 255 if name != "ae" else 1000, "default": default},
+            f"rembg's alpha matting {about}: accepted, unused (the refinement here needs none)", apis=(REMBG,))
+      for name, default, about in (("af", 240, "foreground threshold"), ("ab", 10, "background threshold"),
+                                   ("ae", 10, "erode size"))),
+    Param("om", {**_BOOLEAN, "default": False}, "only the mask (grey, 255 = subject)", apis=(REMBG,),
+          option="only_mask"),
+    Param("ppm", {**_BOOLEAN, "default": False}, "post-process the mask: opened, blurred, cut at 127 into 0 or 255",
+          apis=(REMBG,)),
+    Param("bgc", {"type": "string", "examples": ["[255, 255, 255, 255]"]}, "a background colour as a JSON list "
+          "[R, G, B, A], 0–255", apis=(REMBG,)),
+    Param("extras", {"type": "string"}, "rembg's session options (JSON): accepted, unused", apis=(REMBG,)),
 )
 BY_NAME = {param.name: param for param in TABLE}
 
@@ -225,11 +243,16 @@ def check_names(api: str, given: Iterable[str]) -> None:
                              f"{', '.join(known)} (/api/bg/openapi.json)")
 
 
-def read_form(api: str, texts: Mapping[str, str], files: Iterable[str] = ()) -> dict[str, Any]:
+def read_form(api: str, texts: Mapping[str, str], files: Iterable[str] = (), strict: bool = True) -> dict[str, Any]:
     """The given fields of ``api`` (``texts``: field → its text; ``files``: the uploaded fields'
-    names), each read by its schema; unknown names, a field without the one it ``needs`` and a
-    field with one it does not go with are refused."""
-    check_names(api, [*texts, *files])
+    names), each read by its schema; unknown names (unless not ``strict``: then they are left
+    unread, as rembg's server leaves them), a field without the one it ``needs`` and a field with
+    one it does not go with are refused."""
+    known = params(api)
+    if strict:
+        check_names(api, [*texts, *files])
+    texts = {name: text for name, text in texts.items() if name in known}
+    files = [name for name in files if name in known]
     values = {name: BY_NAME[name].parse(text, api) for name, text in texts.items()}
     values.update({name: True for name in files})
     for name, value in values.items():
@@ -249,11 +272,17 @@ def options_of(values: Mapping[str, Any]) -> dict[str, Any]:
             if BY_NAME[name].option}
 
 
-def form_schema(api: str, **extra: dict) -> dict:
-    """The multipart form's JSON Schema for ``api`` (``file`` required), with ``extra`` fields."""
-    properties = {name: param.schema_for(api) for name, param in params(api).items()}
+def form_schema(api: str, leave_out: Iterable[str] = (), closed: bool = True) -> dict:
+    """The multipart form's JSON Schema for ``api`` (``file`` required), without the fields
+    ``leave_out``; ``closed``: unknown fields refused (rembg's server leaves them unread)."""
+    properties = {name: param.schema_for(api) for name, param in params(api).items() if name not in leave_out}
     for schema in properties.values():
         if schema.get("format") is None:
             schema.pop("format", None)
-    return {"type": "object", "required": ["file"], "properties": {**properties, **extra},
-            "additionalProperties": False}
+    return {"type": "object", "required": ["file"], "properties": properties, "additionalProperties": not closed}
+
+
+def query_parameters(api: str, leave_out: Iterable[str] = ()) -> list[dict]:
+    """``api``'s fields as OpenAPI query parameters (for a GET)."""
+    return [{"name": name, "in": "query", "required": name == "url", "schema": param.schema_for(api)}
+            for name, param in params(api).items() if name not in leave_out]

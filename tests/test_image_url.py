@@ -133,3 +133,19 @@ def test_a_host_name_is_checked_by_every_address_it_resolves_to():
     # "localhost" is loopback: refused even though it is a name, not an address
     with pytest.raises(UrlRefused, match="127.0.0.1|::1"):
         download("http://localhost:9/photo.jpg", 1000, 2)
+
+
+def test_rembgs_get_route_fetches_the_url_as_rembg_s_does(url_server, host, other_host):
+    """GET /api/remove?url=: rembg's server's route, under the same guard as image_url."""
+    answer = url_server.get("/api/remove", params={"url": host.url + "/photo.jpg", "om": "true"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(answer.content)) as mask:
+        assert mask.mode == "L" and mask.size == (512, 512)
+    refused = url_server.get("/api/remove", params={"url": other_host.url + "/photo.jpg"})
+    assert refused.status_code == 400 and "detail" in refused.json() and other_host.requests == []
+    assert url_server.get("/api/remove").json() == {"detail": "no url: give the photo's address as ?url="}
+
+
+def test_rembgs_get_route_is_off_where_image_urls_are(u2netp_server, host):
+    answer = u2netp_server.get("/api/remove", params={"url": host.url + "/photo.jpg"})
+    assert answer.status_code == 400 and "ALLOW_IMAGE_URL" in answer.json()["detail"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from service.imaging import ALIGNMENTS
 from service.jobs.store import options_from_json, options_to_json
-from service.params import BY_NAME, FORM, REMOVEBG, TABLE, params
+from service.params import BY_NAME, FORM, REMBG, REMOVEBG, TABLE, params
 from service.pipeline import Options
 
 
@@ -91,7 +91,7 @@ def test_the_openapi_bodies_are_the_table(client):
 
 def test_every_field_of_the_table_is_documented_and_taken_somewhere():
     for param in TABLE:
-        assert param.help and param.apis and set(param.apis) <= {*FORM, REMOVEBG}, param.name
+        assert param.help and param.apis and set(param.apis) <= {*FORM, REMOVEBG, REMBG}, param.name
         if param.option:
             assert param.option in Options.__dataclass_fields__, param.name
     assert set(ALIGNMENTS) <= set(BY_NAME)

@@ -34,8 +34,8 @@ def workdir(tmp_path, sample_photo, monkeypatch):
 
 
 def test_readme_has_a_curl_example_for_every_endpoint():
-    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/batch", "/api/bg/health", "/api/bg/ready",
-                 "/api/bg/status", "/metrics", "/api/bg/clear_cache", "/api/bg/openapi.json"):
+    for path in ("/api/bg/remove", "/api/bg/change_color", "/api/bg/batch", "/api/remove", "/api/bg/health",
+                 "/api/bg/ready", "/api/bg/status", "/metrics", "/api/bg/clear_cache", "/api/bg/openapi.json"):
         assert any(path in line for line in CURL_LINES), path
 
 
