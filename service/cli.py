@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                                                                    "(default: the build that serves the configured model here)")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    from .rembg_cli import add_parsers
+
+    add_parsers(commands)  # rembg's i, p, b and d
     for name, about in TOOL_COMMANDS.items():  # the parsers are the tools' own (python -m tools NAME --help)
         commands.add_parser(name, help=f"{about} (the project's tools: python -m tools {name})", add_help=False)
     return parser
@@ -333,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "models":
         return _models()
+    if args.command in ("i", "p", "b", "d"):
+        from .rembg_cli import run
+
+        return run(args)
     if args.command == "serve":
         from .server import serve
 
