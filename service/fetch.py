@@ -40,7 +40,7 @@ class Progress:
     :meth:`note` says what a step without a count (a build) is doing, in the same places.
     """
 
-    LINE_EVERY = 1.5  # seconds between a log's lines: a start that says it is alive at least every 2 s
+    LINE_EVERY = 1.0  # seconds between a log's lines: a start that says it is alive at least every 2 s
 
     def __init__(self, label: str, total: int | None, stream=None, enabled: bool = True, unit: str = "MB"):
         self.label, self.total, self.done, self.unit = label, total, 0, unit

@@ -152,6 +152,7 @@ def _folder(args) -> int:
                 if target.exists() and not args.overwrite:
                     print(f"{path.name}: {target} exists already, kept (--overwrite replaces it)", file=sys.stderr)
                     continue
+                print(f"{path.name}: cutting out", file=sys.stderr, flush=True)
                 try:
                     _write_new(target, _cut(args, session, path.read_bytes()), True)
                 except ServiceError as exc:
