@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from PIL import ImageColor
 
+from .effects import BLUR_MAX, OUTLINE_MAX, SHADOWS
 from .errors import BadColor, BadRequest
 from .imaging import ALIGNMENTS, parse_color, parse_margin
 
@@ -54,7 +55,7 @@ class Param:
     """One request field.
 
     ``schema``: its JSON Schema as the OpenAPI document shows it (``per_api`` replaces parts of it
-    for some operations), and what :meth:`read` checks when no ``read`` function is given: a
+    for some operations), and what :meth:`parse` checks when no ``read`` function is given: a
     boolean is ``true`` or ``false``; a choice one of ``enum`` (any case); a number or an integer
     within ``minimum``/``exclusiveMinimum`` and ``maximum``. ``read``: the field's text → its value
     (BadRequest when it is wrong). ``option``: the Options field its value sets, through
@@ -168,14 +169,14 @@ TABLE: tuple[Param, ...] = (
     Param("size", {"type": "string", "enum": ["default", "full"], "default": "default"},
           "default: at most MAX_DIMENSION on the long side; full: the photo's own size, up to MAX_OUTPUT_PIXELS "
           "(413 beyond)"),
-    Param("shadow", {"type": "string", "enum": ["none", "drop", "contact"], "default": "none"},
+    Param("shadow", {"type": "string", "enum": ["none", *SHADOWS], "default": "none"},
           "a shadow drawn from the mask under the cut-out: drop (offset, soft) or contact (flattened under the "
           "subject's base)", option="shadow", to_option=lambda kind: None if kind == "none" else kind, off="none",
           not_with=("only_mask",)),
     Param("shadow_opacity", {"type": "number", "minimum": 0, "maximum": 100, "default": 50},
           "percent; only with a shadow", option="shadow_opacity", to_option=lambda percent: percent / 100,
           needs="shadow", removebg="shadow_opacity"),
-    Param("outline_width", {"type": "integer", "minimum": 1, "maximum": 200},
+    Param("outline_width", {"type": "integer", "minimum": 1, "maximum": OUTLINE_MAX},
           "a border this many pixels wide round the subject (a sticker's)", option="outline_width",
           not_with=("only_mask",)),
     Param("outline_color", {**_COLOR, "default": "white"}, "the border's colour; with outline_width",
@@ -188,7 +189,7 @@ TABLE: tuple[Param, ...] = (
           needs="output_size"),
     *(Param(name, {"type": "string", "enum": list(places), "default": "center"}, "with output_size",
             needs="output_size") for name, places in ALIGNMENTS.items()),
-    Param("bg_blur", {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+    Param("bg_blur", {"type": "number", "exclusiveMinimum": 0, "maximum": round(BLUR_MAX * 100, 6)},
           "keep the photo's own background, blurred by this radius in % of its long side (2: a portrait look); "
           "instead of a colour or image, not with crop or output_size", option="bg_blur",
           to_option=lambda percent: percent / 100,
@@ -238,7 +239,7 @@ def check_names(api: str, given: Iterable[str]) -> None:
     for name in given:
         if name not in known:
             guess = nearest(name, known)
-            hint = f": did you mean {guess!r}?" if guess else ""
+            hint = f": did you mean {guess!r}?" if guess else "."
             raise BadRequest(f"{PATHS[api]} takes no field {name[:40]!r}{hint} Its fields are "
                              f"{', '.join(known)} (/api/bg/openapi.json)")
 

@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
                        help="with --throughput: BG_REMOVAL_CONCURRENCY values (images each worker runs at once)")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                        help="with --throughput: BG_REMOVAL_DEVICE for the server")
+    bench.add_argument("--library", action="store_true",
+                       help="instead: rembg's remove() against this service's (from service import remove), "
+                            "each in a process of its own on the same photos (needs --rembg)")
     bench.add_argument("--compare-reuse", action="store_true",
                        help="instead: bare runs with ONNX Runtime buffer reuse on and off")
     bench.add_argument("--effects", action="store_true",
@@ -167,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.compare_reuse:
             return compare_reuse(args.models)
+        if args.library:
+            from .library_bench import compare_library
+
+            if not args.rembg:
+                print("error: --library compares against rembg: give --rembg VENV", file=sys.stderr)
+                return 2
+            photos_dir = args.photos or ROOT.parent / "shared" / "samples" / "images"
+            return compare_library(args.models, photos_dir if photos_dir.is_dir() else None, args.threads,
+                                   args.rembg, args.rembg_home)
         if args.effects:
             from service.memory import apply_malloc_defaults
             from .effects_bench import effects

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,6 +73,26 @@ def _run(venv: Path, home: Path, code: str, args: list[str], threads: int, cwd: 
     if done.returncode != 0:
         raise RuntimeError(f"rembg from {venv} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.stdout
+
+
+def library_timing(model: str, payloads, threads: int, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """The same program as rembg's timing with its import line changed to this service's
+    (``from service import new_session, remove``), run by this Python: (median s, peak RSS MB)."""
+    root = Path(__file__).resolve().parents[1]
+    code = _TIMING_CODE.replace("from rembg import new_session, remove", "from service import new_session, remove")
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, (name, data) in enumerate(payloads):
+            paths.append(Path(folder) / f"{i}-{name}")
+            paths[-1].write_bytes(data)
+        path = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+        done = subprocess.run([sys.executable, "-c", code, REMBG_MODEL[model], *map(str, paths)], cwd=folder,
+                              env={**os.environ, **(env or {}), "PYTHONPATH": path, "BG_REMOVAL_THREADS": str(threads)},
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"remove() failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    seconds, peak = map(float, done.stdout.split()[-2:])
+    return seconds, peak
 
 
 def rembg_timing(venv: Path, home: Path, model: str, payloads, threads: int) -> tuple[float, float]:
