@@ -110,7 +110,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, trusted
         connection.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body,
                            headers={"User-Agent": f"bg-removal/{__version__}", **headers})
         response = connection.getresponse()
-        response.read(1 << 16)
+        response.read1(1 << 16)  # what has arrived: a receiver trickling its answer cannot hold the worker
         return response.status
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadFailed(f"{field}: no answer ({exc.__class__.__name__}: {exc})"[:300]) from None
@@ -133,6 +133,7 @@ def download(url: str, limit: int, timeout: float, trusted: tuple[Network, ...] 
         try:
             connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                                headers={"User-Agent": f"bg-removal/{__version__}", "Accept": "image/*"})
+            sock = connection.sock  # the response reads from it; getresponse() may drop the connection's hold
             response = connection.getresponse()
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
@@ -144,14 +145,23 @@ def download(url: str, limit: int, timeout: float, trusted: tuple[Network, ...] 
             if declared.isdigit() and int(declared) > limit:
                 raise FileTooLarge(f"{field}: the image is larger than {limit // 2**20} MB")
             body = bytearray()
-            while chunk := response.read(min(1 << 16, limit + 1 - len(body))):
+            while True:
+                # read1: what has arrived, not a full buffer (read(n) waits for n bytes, so a server
+                # trickling a byte a second held the download past its deadline); each wait for
+                # data is bounded by the time left
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DownloadFailed(f"{field}: the download took longer than {timeout:.0f} s")
+                sock.settimeout(left)
+                chunk = response.read1(min(1 << 16, limit + 1 - len(body)))
+                if not chunk:
+                    return bytes(body)
                 body += chunk
                 if len(body) > limit:
                     raise FileTooLarge(f"{field}: the image is larger than {limit // 2**20} MB")
-                if time.monotonic() > deadline:
-                    raise DownloadFailed(f"{field}: the download took longer than {timeout:.0f} s")
-            return bytes(body)
-        except (OSError, http.client.HTTPException) as exc:  # socket.timeout and ssl errors are OSErrors
+        except TimeoutError:
+            raise DownloadFailed(f"{field}: the download took longer than {timeout:.0f} s") from None
+        except (OSError, http.client.HTTPException) as exc:  # ssl errors are OSErrors
             raise DownloadFailed(f"{field}: the download failed ({exc.__class__.__name__}: {exc})"[:300]) from None
         finally:
             connection.close()
