@@ -93,7 +93,7 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     reasons = [(kind, r) for kind, r in (("engine", about["fallback_reason"]),
                                           ("device", about.get("device_fallback_reason"))) if r]
     log.info("model %s loaded: %s, build %s, on %s (%s; %d thread%s)%s", engine.spec.name, engine.label,
-             engine.build.name, engine.device, engine.runtime, settings.threads, "" if settings.threads == 1 else "s",
+             engine.build.name, engine.device, engine.runtime, engine.threads, "" if engine.threads == 1 else "s",
              "".join(f"; {kind} fallback: {r}" for kind, r in reasons))
     return app
 

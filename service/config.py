@@ -93,7 +93,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     model_dir: Path = Path()
     mirror: Path | None = None
-    threads: int = 1
+    threads: int = 0                            # the engine's threads for one run; 0: auto (cpu.auto_threads)
     workers: int = 0                            # worker processes, each with its model; 0: auto (service/sizing.py)
     concurrency: int = 0                        # images each worker runs at once; 0: auto
     float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
@@ -150,7 +150,7 @@ class Settings:
             model=model,
             model_dir=Path(env.get("MODEL_DIR") or default_model_dir(env)).expanduser(),
             mirror=Path(mirror).expanduser() if mirror else None,
-            threads=_int(env, "BG_REMOVAL_THREADS", 1, 1, 64),
+            threads=_count(env, "BG_REMOVAL_THREADS", 64),
             workers=_count(env, "BG_REMOVAL_WORKERS", 64),
             concurrency=_count(env, "BG_REMOVAL_CONCURRENCY", 64),
             float_weights=_choice(env, "BG_REMOVAL_WEIGHTS", ("int8", "float32"), "int8") == "float32",

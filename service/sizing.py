@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, Settings
+from .cpu import usable_cores
 
 # On a GPU, measured on an H200 host with 16 cores (docs/scaling.md): 16 workers × 4 images at
 # once served 63–69 photos/s (53–55 on a second lease), 8 × 4 55–61, 8 × 2 54, 1 × 1 5; each
@@ -44,22 +45,6 @@ class Plan:
     @property
     def counts(self) -> tuple[int, int]:
         return self.workers, self.concurrency
-
-
-def cpu_count() -> int:
-    """The cores this process may use: its affinity (a container's cpuset), capped by the cgroup's
-    CPU quota (cpu.max, a container's --cpus) where one is set."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
 
 
 def host_memory_mb() -> float:
@@ -90,7 +75,7 @@ def plan(settings: Settings, device: str, cores: int | None = None, host_mb: flo
     """The :class:`Plan` for ``settings`` on ``device`` ("cpu", "cuda", "tensorrt") with ``cores``,
     ``host_mb`` of memory and a card of ``gpu_mb`` (defaults: this host's; an unknown card's
     memory does not bound the count). Raises ConfigError for several workers with a rate limit."""
-    cores = cpu_count() if cores is None else cores
+    cores = usable_cores() if cores is None else cores
     if settings.workers > 1 and settings.rate_limit:
         raise ConfigError("BG_REMOVAL_WORKERS above 1 with RATE_LIMIT_PER_MINUTE: each worker would count "
                           "the keys' requests apart; keep one worker (auto) or drop the rate limit")

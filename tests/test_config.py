@@ -11,7 +11,7 @@ from service.config import ConfigError, Settings
 def test_defaults():
     settings = Settings.from_env({"HOME": "/home/u"})
     assert settings.model == "isnet-general-tiny"
-    assert settings.threads == 1 and settings.port == 5000
+    assert settings.threads == 0 and settings.port == 5000  # threads 0: auto, the usable cores
     assert settings.max_file_size == 8 * 1024 * 1024 and settings.max_file_size_mb == 8
     assert settings.max_dimension == 1024
     assert settings.model_dir == Path("/home/u/.cache/bg-removal") or settings.model_dir.name == "bg-removal"

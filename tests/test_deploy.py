@@ -31,7 +31,7 @@ def test_dockerfile_fetches_the_model_at_build_time_and_sets_the_memory_environm
     assert re.search(r"^RUN .*python -m service fetch .*isnet-general-tiny", DOCKERFILE, re.M)
     for name, value in MALLOC_DEFAULTS.items():
         assert f"{name}={value}" in DOCKERFILE
-    assert "BG_REMOVAL_THREADS=1" in DOCKERFILE
+    assert "BG_REMOVAL_THREADS" not in DOCKERFILE  # auto: the container's cores (its cpuset and --cpus)
 
 
 def test_railway_builds_the_dockerfile_and_checks_health():

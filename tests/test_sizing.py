@@ -1,5 +1,5 @@
-"""BG_REMOVAL_WORKERS and BG_REMOVAL_CONCURRENCY: what auto picks on the CPU and on a GPU, what
-is refused, and a real server with two workers and two images at once each."""
+"""BG_REMOVAL_WORKERS, BG_REMOVAL_CONCURRENCY and BG_REMOVAL_THREADS: what auto picks on the CPU
+and on a GPU, what is refused, and a real server with two workers and two images at once each."""
 from __future__ import annotations
 
 import tempfile
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings
+from service.cpu import auto_threads, usable_cores
 from service.sizing import GPU_CONCURRENCY, GPU_MAX_WORKERS, Plan, gpu_memory_mb, plan
 
 from .support import start_server
@@ -16,6 +17,14 @@ from .support import start_server
 
 def test_on_the_cpu_auto_runs_one_worker_one_image_at_a_time():
     assert plan(Settings(), "cpu", cores=16).counts == (1, 1)
+
+
+def test_auto_threads_are_the_cores_shared_among_the_workers_on_the_cpu_and_one_on_a_gpu():
+    assert auto_threads("cpu", cores=16) == 16 and auto_threads("cpu", 0, cores=2) == 2
+    assert auto_threads("cpu", 2, cores=16) == 8 and auto_threads("cpu", 3, cores=2) == 1
+    assert auto_threads("cuda", cores=16) == 1 and auto_threads("tensorrt", 4, cores=16) == 1
+    assert auto_threads("cpu") == usable_cores() >= 1
+    assert Settings.from_env({}).threads == 0 and Settings.from_env({"BG_REMOVAL_THREADS": "auto"}).threads == 0
 
 
 def test_on_a_gpu_auto_runs_a_worker_a_core_each_with_images_overlapping():
@@ -60,6 +69,7 @@ def test_a_bad_count_is_refused_at_start(value):
 
 def test_two_workers_serve_side_by_side(base_env, tmp_path, sample_photo):
     env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2", "BG_REMOVAL_CONCURRENCY": "2"}
+    env.pop("BG_REMOVAL_THREADS", None)  # auto: the cores shared between the two
     server = start_server(env, tmp_path / "server.log")
     try:
         import requests
@@ -69,6 +79,7 @@ def test_two_workers_serve_side_by_side(base_env, tmp_path, sample_photo):
             with requests.Session() as fresh:
                 status = fresh.get(server.url + "/api/bg/status", timeout=10).json()
             assert status["worker"]["workers"] == 2 and status["worker"]["concurrency"] == 2
+            assert status["threads"] == max(1, usable_cores() // 2)
             pids.add(status["worker"]["pid"])
             if len(pids) == 2:
                 break

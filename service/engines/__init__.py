@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..catalog import CATALOG, ModelSpec
-from ..cpu import BF16_CLASSES, cpu_classes, has_bf16
+from ..cpu import BF16_CLASSES, auto_threads, cpu_classes, has_bf16
 
 if TYPE_CHECKING:  # the choice runs in gunicorn's master too, which stays without numpy, PIL and Flask
     import numpy as np
@@ -233,15 +233,16 @@ def compiled_cache_dir(settings) -> Path | None:
 def create_engine(spec: ModelSpec, choice: Choice, path: Path, settings, device: str | None = None) -> Engine:
     """The engine ``choice`` names for ``spec``, loaded from ``path`` (the build's file)."""
     build = CATALOG[choice.build]
+    threads = settings.threads or auto_threads(choice.device, settings.workers)
     if choice.engine == "openvino":
         from .openvino_engine import OpenVinoEngine
 
-        engine: Engine = OpenVinoEngine(spec, build, path, choice.precision, settings.threads,
+        engine: Engine = OpenVinoEngine(spec, build, path, choice.precision, threads,
                                         compiled_cache_dir(settings))
     else:
         from .onnxruntime_engine import OnnxRuntimeEngine
 
-        engine = OnnxRuntimeEngine(spec, path, settings.threads, float_weights=settings.float_weights,
+        engine = OnnxRuntimeEngine(spec, path, threads, float_weights=settings.float_weights,
                                    device=device or settings.device, fallback=settings.fallback, build=build,
                                    precision=choice.precision)
     engine.choice_reason = choice.reason
