@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
 from typing import Mapping
 
 from .holder import FALLBACK_MODEL, check_memory, ensure_model, load_engine
@@ -44,13 +43,12 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     from .rembg_api import bp as rembg_bp
     from .config import Settings
     from .holder import ModelHolder
-    from .web import register_error_handlers
     from .gate import AdmissionGate
     from .keys import KeyRing
     from .metrics import Metrics
     from .requestlog import init_app as init_request_log
     from .sizing import gpu_memory_mb, plan
-    from .web import rate_limit_headers
+    from .web import STATE, AppState, rate_limit_headers, register_error_handlers
 
     settings = Settings.from_env({**os.environ, **(config or {})})
 
@@ -70,13 +68,9 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     holder = ModelHolder(settings, engine) if engine is not None else ModelHolder.load(settings)
     engine = holder.engine
     sizing = plan(settings, engine.device, gpu_mb=gpu_memory_mb(engine.describe().get("gpu")))
-    app.extensions["bg_settings"] = settings
-    app.extensions["bg_model"] = holder
-    app.extensions["bg_plan"] = sizing
-    app.extensions["bg_gate"] = AdmissionGate(settings.max_waiting, sizing.concurrency)
-    app.extensions["bg_draining"] = threading.Event()  # set at SIGTERM (service/server.py)
-    app.extensions["bg_metrics"] = Metrics(app.extensions["bg_gate"], engine)
-    app.extensions["bg_keys"] = KeyRing(list(settings.api_keys), settings.rate_limit)
+    gate = AdmissionGate(settings.max_waiting, sizing.concurrency)
+    state = app.extensions[STATE] = AppState(settings, holder, sizing, gate, Metrics(gate, engine),
+                                             KeyRing(list(settings.api_keys), settings.rate_limit))
 
     app.register_blueprint(bp)
     app.register_blueprint(pages)
@@ -86,7 +80,7 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     app.register_blueprint(rembg_bp)
     register_error_handlers(app, settings.max_file_size_mb)
     init_request_log(app, settings.cors_origins)
-    app.extensions["bg_metrics"].init_app(app, settings.metrics_require_key)
+    state.metrics.init_app(app, state.keys, settings.metrics_require_key)
     app.after_request(rate_limit_headers)
 
     about = engine.describe()

@@ -5,13 +5,13 @@ import math
 import os
 import time
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, jsonify, render_template
 
 from .version import __version__
 from .config import ALLOWED_EXTENSIONS
 from .params import CHANGE_COLOR, REMOVE
 from .memory import peak_rss_mb, release_memory, rss_mb
-from .web import (admission_gate, admit_request, current_engine, current_model, current_settings, form_options, image_response,
+from .web import (admission_gate, app_state, admit_request, current_engine, current_model, current_settings, form_options, image_response,
                   request_deadline, require_api_key, run_pipeline, uploaded_file)
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
@@ -66,7 +66,7 @@ def ready():
     gate, settings = admission_gate(), current_settings()
     queue = {"admitted": gate.admitted, "waiting_mb": round(gate.waiting_bytes / 2**20, 1),
              "expected_wait_s": round(gate.expected_wait(), 1)}
-    if current_app.extensions["bg_draining"].is_set():
+    if app_state().draining.is_set():
         return jsonify(status="draining", reason="the server is shutting down", queue=queue), 503
     reason = gate.full(settings.request_timeout)
     if reason:
@@ -91,8 +91,8 @@ def status():
         device=_device(about),
         version=__version__,
         threads=current_engine().threads,
-        worker={"pid": os.getpid(), "workers": current_app.extensions["bg_plan"].workers,
-                "concurrency": current_app.extensions["bg_plan"].concurrency},
+        worker={"pid": os.getpid(), "workers": app_state().plan.workers,
+                "concurrency": app_state().plan.concurrency},
         float_weights=settings.float_weights,
         cpu=_cpu(about),
         memory={"rss_mb": round(rss_mb(), 1), "peak_rss_mb": round(peak_rss_mb(), 1), "model_loaded": True},

@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .engines import Engine
 from .errors import Unauthorized
 from .gate import AdmissionGate
+from .keys import KeyRing
 from .memory import peak_rss_mb
 
 # No ``_created`` series beside each counter and histogram: they double the lines and no
@@ -103,8 +104,8 @@ class Metrics:
         MultiProcessCollector(registry)
         return generate_latest(registry)
 
-    def init_app(self, app: Flask, require_key: bool) -> None:
-        """Count every answer, and serve ``GET /metrics`` (behind the API keys with
+    def init_app(self, app: Flask, keys: KeyRing, require_key: bool) -> None:
+        """Count every answer, and serve ``GET /metrics`` (behind ``keys`` with
         ``require_key``: ``X-API-Key`` or ``Authorization: Bearer``, as Prometheus' scrape config
         sends it; a scrape never counts against a key's rate limit)."""
 
@@ -123,7 +124,6 @@ class Metrics:
 
         @app.get("/metrics")
         def metrics():
-            keys = app.extensions["bg_keys"]
             if require_key and keys.required:
                 bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
                 if keys.match(request.headers.get("X-API-Key") or bearer) is None:

@@ -12,7 +12,7 @@ import binascii
 import time
 from dataclasses import replace
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -75,7 +75,7 @@ def _out_of_memory(exc: MemoryError):
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(exc):
     drain_body()
-    limit = current_app.extensions["bg_settings"].max_file_size_mb
+    limit = current_settings().max_file_size_mb
     response = _errors(413, "file_too_large", f"the upload is larger than {limit} MB")
     response.headers["Connection"] = "close"
     return response

@@ -53,7 +53,7 @@ class JsonErrorWorker(ThreadWorker):
     An app that can't be built (a missing device, a model that can't be loaded) ends the worker
     with gunicorn's boot-error status after one log line saying why (the traceback too at
     LOG_LEVEL=debug); the master repeats that line as its last (:func:`_repeat_start_error`).
-    At SIGTERM the app's readiness turns to 503 at once (``bg_draining``); the worker keeps
+    At SIGTERM the app's readiness turns to 503 at once (``AppState.draining``); the worker keeps
     accepting for SHUTDOWN_DELAY_S, then stops accepting and finishes what it admitted
     within gunicorn's graceful timeout.
     """
@@ -73,11 +73,13 @@ class JsonErrorWorker(ThreadWorker):
             sys.exit(Arbiter.WORKER_BOOT_ERROR)  # the master halts on it
 
     def handle_exit(self, sig, frame):
-        extensions = getattr(getattr(self, "wsgi", None), "extensions", {})  # none before the app is built
-        if "bg_draining" not in extensions or extensions["bg_draining"].is_set():
+        from .web import STATE
+
+        state = getattr(getattr(self, "wsgi", None), "extensions", {}).get(STATE)  # none before the app is built
+        if state is None or state.draining.is_set():
             return super().handle_exit(sig, frame)
-        extensions["bg_draining"].set()
-        delay = extensions["bg_settings"].shutdown_delay
+        state.draining.set()
+        delay = state.settings.shutdown_delay
         if not delay:
             return super().handle_exit(sig, frame)
         log.info("SIGTERM: readiness is 503; serving %.0f s more, then draining", delay)

@@ -18,8 +18,6 @@ worker (a setting that asks for more is refused at start).
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

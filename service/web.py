@@ -5,7 +5,9 @@ beside it: api.py (/api/bg), removebg.py (remove.bg's /v1.0), batch.py, jobs/api
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -20,22 +22,48 @@ from .errors import (BadColor, BadRequest, FileTooLarge, MissingFile, ServiceErr
                      memory_exhausted)
 from .gate import AdmissionGate
 from .keys import KeyRing
+from .metrics import Metrics
 from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
                       parse_padding)
 from .holder import ModelHolder
 from .params import BY_NAME, CHANGE_COLOR, options_of, read_form
 from .pipeline import Options, Result
 from .requestlog import note
+from .sizing import Plan
 
 log = logging.getLogger(__name__)
 
 
+STATE = "bg_removal"  # where create_app keeps the AppState in app.extensions
+
+
+@dataclass
+class AppState:
+    """What a running app holds, as one typed object (``app.extensions[STATE]``), made by
+    :func:`service.create_app`: the settings, the model, the worker's plan, the admission gate,
+    the metrics, the API keys, whether SIGTERM has come, and the job system once a job route
+    has connected it."""
+    settings: Settings
+    model: ModelHolder
+    plan: Plan
+    gate: AdmissionGate
+    metrics: Metrics
+    keys: KeyRing
+    draining: threading.Event = field(default_factory=threading.Event)  # set at SIGTERM (service/server.py)
+    jobs: object | None = None  # service.jobs.Jobs, connected at the first job request (jobs/api.py)
+
+
+def app_state(app: Flask | None = None) -> AppState:
+    """The AppState of ``app`` (default: the app of the request being served)."""
+    return (app or current_app).extensions[STATE]
+
+
 def current_settings() -> Settings:
-    return current_app.extensions["bg_settings"]
+    return app_state().settings
 
 
 def current_model() -> ModelHolder:
-    return current_app.extensions["bg_model"]
+    return app_state().model
 
 
 def current_engine() -> Engine:
@@ -43,11 +71,11 @@ def current_engine() -> Engine:
 
 
 def admission_gate() -> AdmissionGate:
-    return current_app.extensions["bg_gate"]
+    return app_state().gate
 
 
 def key_ring() -> KeyRing:
-    return current_app.extensions["bg_keys"]
+    return app_state().keys
 
 
 def key_accepted() -> bool:
@@ -165,7 +193,7 @@ def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
     result = current_model().cut_out(data, options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
          confidence=round(result.confidence, 3), model=result.model)
-    current_app.extensions["bg_metrics"].model_run.observe(result.model_ms / 1000)
+    app_state().metrics.model_run.observe(result.model_ms / 1000)
     return result
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from service.imaging import decode_upload
+from service.web import app_state
 from tools.evaluate import band_metrics, iou, mae, max_f_measure, score, uncertain_band
 
 
@@ -83,7 +84,7 @@ def bench_dir(tmp_path, photos, app):
     for name in ("astronaut", "chelsea"):
         data = photos[name].read_bytes()
         (root / "images" / f"{name}.png").write_bytes(data)
-        app.extensions["bg_model"].engine.predict_mask(decode_upload(data, 1024, 40_000_000).rgb).save(
+        app_state(app).model.engine.predict_mask(decode_upload(data, 1024, 40_000_000).rgb).save(
             root / "masks" / f"{name}.png")
         rows.append({"source": "samples", "id": name, "image": f"images/{name}.png",
                      "mask": f"masks/{name}.png", "gt_kind": "mask", "headline": "yes"})

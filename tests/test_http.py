@@ -11,6 +11,7 @@ from service.catalog import CATALOG
 from tools.evaluate import iou
 from service.fetch import verify
 from service.imaging import decode_upload, main_box
+from service.web import app_state
 
 from .support import gradient, png_header_only, save, start_server
 
@@ -47,7 +48,7 @@ def test_remove_returns_a_transparent_png_of_the_same_size(u2netp_server, app, s
     # the server's cut-out carries the mask the same model makes in process (which
     # tests/test_parity.py holds against rembg's own masks)
     decoded = decode_upload(sample_photo.read_bytes(), 1024, 40_000_000)
-    reference = app.extensions["bg_model"].engine.predict_mask(decoded.rgb)
+    reference = app_state(app).model.engine.predict_mask(decoded.rgb)
     assert result.mode == "RGBA" and result.size == reference.size
     assert iou(np.asarray(result.getchannel("A")), np.asarray(reference)) > 0.98
 
@@ -400,10 +401,10 @@ def test_size_full_answers_at_the_photos_own_size_up_to_max_output_pixels(u2netp
 def test_an_app_can_be_given_an_engine_another_app_loaded(app, model_dir, sample_photo):
     from service import create_app
 
-    engine = app.extensions["bg_model"].engine
+    engine = app_state(app).model.engine
     small = create_app({"BG_REMOVAL_MODEL": "u2netp", "MODEL_DIR": str(model_dir), "MAX_DIMENSION": "200"},
                        engine=engine)
-    assert small.extensions["bg_model"].engine is engine  # nothing loaded a second time
+    assert app_state(small).model.engine is engine  # nothing loaded a second time
     response = small.test_client().post("/api/bg/remove", data={"file": (io.BytesIO(sample_photo.read_bytes()), "a.jpg")})
     assert response.status_code == 200 and response.headers["X-Model-Used"] == engine.label
     assert max(Image.open(io.BytesIO(response.data)).size) == 200  # the new app's own settings

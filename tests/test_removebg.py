@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from service.imaging import SOLID_LEVEL, decode_upload, main_box
+from service.web import app_state
 from tools.evaluate import iou
 
 from .support import API_KEY, gradient, npm_install, save
@@ -39,7 +40,7 @@ def test_the_default_answer_is_a_transparent_png_with_remove_bgs_headers(u2netp_
     assert (response.headers["X-Width"], response.headers["X-Height"]) == ("512", "512")
     assert response.headers["X-Credits-Charged"] == "0"
     # the same mask as /api/bg/remove, and its box in the headers
-    expected = np.asarray(app.extensions["bg_model"].engine.predict_mask(
+    expected = np.asarray(app_state(app).model.engine.predict_mask(
         decode_upload(sample_photo.read_bytes(), 1024, 40_000_000).rgb))
     alpha = np.asarray(image.getchannel("A"))
     assert iou(alpha, expected) > 0.98

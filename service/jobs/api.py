@@ -8,13 +8,13 @@ import json
 import logging
 import sys
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..params import JOBS
 from ..batch import output_name, request_items, request_options
 from ..download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
-from ..web import admission_gate, count_request, current_settings, drain_body, key_accepted
+from ..web import admission_gate, app_state, count_request, current_settings, drain_body, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
@@ -39,13 +39,13 @@ def current_jobs() -> Jobs:
     settings = current_settings()
     if not settings.redis_url:
         raise JobsDisabled("jobs are off on this server: the operator sets REDIS_URL to turn them on")
-    jobs = current_app.extensions.get("bg_jobs")
-    if jobs is None:
+    state = app_state()
+    if state.jobs is None:
         try:
-            jobs = current_app.extensions["bg_jobs"] = Jobs.connect(settings)
+            state.jobs = Jobs.connect(settings)
         except Exception as exc:
             raise Busy(f"the job queue is unreachable ({exc.__class__.__name__}); retry shortly", retry_after=10)
-    return jobs
+    return state.jobs
 
 
 @bp.before_request
@@ -73,7 +73,7 @@ def _queue_errors(view):
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
-            current_app.extensions.pop("bg_jobs", None)
+            app_state().jobs = None
             log.warning("redis: %s", exc)
             raise Busy("the job queue is unreachable; retry shortly", retry_after=10) from exc
     return wrapped
