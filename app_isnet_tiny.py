@@ -5,8 +5,8 @@ build the app itself: gunicorn's worker imports it and builds it there, so the
 model is loaded once, in the process that serves.
 """
 if __name__ == "__main__":
-    from service.server import serve
+    from service.http.server import serve
 
-    serve("service.wsgi:app")
+    serve("service.http.wsgi:app")
 else:
-    from service.wsgi import app  # noqa: F401
+    from service.http.wsgi import app  # noqa: F401

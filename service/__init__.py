@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Mapping
 
-from .holder import FALLBACK_MODEL, check_memory, ensure_model, load_engine
+from .model.holder import FALLBACK_MODEL, check_memory, ensure_model, load_engine
 from .version import __version__
 
 __all__ = ["create_app", "remove", "new_session", "FALLBACK_MODEL", "check_memory", "ensure_model", "load_engine",
@@ -30,25 +30,25 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
 
     ``config`` overrides environment variables by name (``{"BG_REMOVAL_MODEL": "u2netp"}``);
     it is how tests configure an app without touching ``os.environ``. ``engine`` (an
-    :class:`service.engines.Engine` already loaded) serves instead of loading one, so that tests
+    :class:`service.model.engines.Engine` already loaded) serves instead of loading one, so that tests
     can share a real one between apps.
     Raises ConfigError for a bad setting and RuntimeError when the model can't be loaded.
     """
     from flask import Flask, Request
 
-    from .api import bp, pages
-    from .batch import bp as batch_bp
+    from .http.api import bp, pages
+    from .http.batch import bp as batch_bp
     from .jobs.api import bp as jobs_bp
-    from .removebg import bp as removebg_bp
-    from .rembg_api import bp as rembg_bp
+    from .http.removebg import bp as removebg_bp
+    from .http.rembg_api import bp as rembg_bp
     from .config import Settings
-    from .holder import ModelHolder
-    from .gate import AdmissionGate
-    from .keys import KeyRing
-    from .metrics import Metrics
-    from .requestlog import init_app as init_request_log
-    from .sizing import gpu_memory_mb, plan
-    from .web import STATE, AppState, rate_limit_headers, register_error_handlers
+    from .model.holder import ModelHolder
+    from .http.gate import AdmissionGate
+    from .http.keys import KeyRing
+    from .http.metrics import Metrics
+    from .http.requestlog import init_app as init_request_log
+    from .model.sizing import gpu_memory_mb, plan
+    from .http.web import STATE, AppState, rate_limit_headers, register_error_handlers
 
     settings = Settings.from_env({**os.environ, **(config or {})})
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .catalog import CATALOG
+from .model.catalog import CATALOG
 
 
 # The project's tools, run from here as from ``python -m tools`` (:func:`_tool`).
@@ -84,12 +84,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fetch(args, settings) -> int:
-    from .engines import EngineUnavailable, settings_choice
-    from .fetch import FetchError, fetch_model
+    from .model.engines import EngineUnavailable, settings_choice
+    from .model.fetch import FetchError, fetch_model
 
     if args.models:
         names = args.models
-    else:  # the build that serves the configured model on this machine (service/engines)
+    else:  # the build that serves the configured model on this machine (service/model/engines)
         try:
             names = [settings_choice(CATALOG[settings.model], settings).build]
         except EngineUnavailable as exc:
@@ -190,10 +190,10 @@ def _write_new(body: bytes, target: Path) -> None:
 
 
 def _remove(args, settings) -> int:
-    from .engines import fetched_engine
+    from .model.engines import fetched_engine
     from .errors import ServiceError
-    from .fetch import FetchError, Progress
-    from .imaging import parse_color
+    from .model.fetch import FetchError, Progress
+    from .imaging.compose import parse_color
     from .pipeline import Options, cut_out
 
     if args.only_mask and args.color:
@@ -293,8 +293,8 @@ def _remove(args, settings) -> int:
 
 
 def _models() -> int:
-    from .catalog import DEFAULT_MODEL
-    from .fetch import describe_source
+    from .model.catalog import DEFAULT_MODEL
+    from .model.fetch import describe_source
 
     print("| model | input | file MB | memory at work MB | licence | sources |")
     print("|---|---|---|---|---|---|")
@@ -341,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     if args.command == "serve":
-        from .server import serve
+        from .http.server import serve
 
-        serve("service.wsgi:app")
+        serve("service.http.wsgi:app")
         return 0
     if args.command == "worker":
         from .jobs.worker import main as worker

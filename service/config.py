@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .catalog import CATALOG, DEFAULT_MODEL
-from .engines import ENGINES, PRECISIONS
+from .model.catalog import CATALOG, DEFAULT_MODEL
+from .model.engines import ENGINES, PRECISIONS
 
 ALLOWED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "heic", "heif", "avif")
 
@@ -64,8 +64,8 @@ def _networks(env: Mapping[str, str], name: str) -> tuple:
 
 
 def _api_keys(env: Mapping[str, str]) -> tuple:
-    """Every key of API_KEY, API_KEYS and API_KEYS_FILE (service/keys.py), each once."""
-    from .keys import KeyFileError, read_key_file
+    """Every key of API_KEY, API_KEYS and API_KEYS_FILE (service/http/keys.py), each once."""
+    from .http.keys import KeyFileError, read_key_file
 
     keys = [(k, None) for k in [env.get("API_KEY") or "", *(env.get("API_KEYS") or "").split(",")] if k.strip()]
     keys = [(k.strip(), limit) for k, limit in keys]
@@ -94,12 +94,12 @@ class Settings:
     model_dir: Path = Path()
     mirror: Path | None = None
     threads: int = 0                            # the engine's threads for one run; 0: auto (cpu.auto_threads)
-    workers: int = 0                            # worker processes, each with its model; 0: auto (service/sizing.py)
+    workers: int = 0                            # worker processes, each with its model; 0: auto (service/model/sizing.py)
     concurrency: int = 0                        # images each worker runs at once; 0: auto
     float_weights: bool = False                 # BG_REMOVAL_WEIGHTS=float32: faster, more memory
-    device: str = "auto"                        # auto, cpu, cuda, tensorrt (service/device.py)
-    engine: str = "auto"                        # auto, onnxruntime, openvino (service/engines)
-    precision: str = "auto"                     # auto, float32, bfloat16, int8 (service/engines)
+    device: str = "auto"                        # auto, cpu, cuda, tensorrt (service/model/device.py)
+    engine: str = "auto"                        # auto, onnxruntime, openvino (service/model/engines)
+    precision: str = "auto"                     # auto, float32, bfloat16, int8 (service/model/engines)
     fallback: bool = False                      # a missing device, engine or model gives way to what runs here
     max_file_size: int = 8 * 1024 * 1024       # bytes
     max_dimension: int = 1024                   # pixels, long side
@@ -114,11 +114,11 @@ class Settings:
     host: str = "127.0.0.1"                     # this machine only; the image sets 0.0.0.0
     port: int = 5000
     web_threads: int = 16                       # requests read and held at once (running, waiting, status)
-    # API_KEY, API_KEYS, API_KEYS_FILE (service/keys.py): ((key, its limit or None), …); none: open
+    # API_KEY, API_KEYS, API_KEYS_FILE (service/http/keys.py): ((key, its limit or None), …); none: open
     api_keys: tuple = field(default=(), repr=False)
     rate_limit: int | None = None               # requests a minute for a key with no limit of its own
     cors_origins: tuple[str, ...] = ()          # origins allowed to call the API from a browser; "*" = any
-    allow_image_url: bool = False               # remove.bg's image_url and bg_image_url (service/download.py)
+    allow_image_url: bool = False               # remove.bg's image_url and bg_image_url (service/http/download.py)
     image_url_networks: tuple = ()              # networks trusted for image_url besides public addresses
     image_url_timeout: float = 10.0             # seconds for one download, redirects included
     metrics_require_key: bool = False           # /metrics behind API_KEY too

@@ -35,7 +35,7 @@ class Session:
 
     def __init__(self, model_name: str | None = None, settings=None):
         from .config import Settings
-        from .holder import load_engine
+        from .model.holder import load_engine
 
         settings = settings or Settings.from_env()
         name = REMBG_NAMES.get(model_name, model_name) or settings.model
@@ -54,7 +54,7 @@ class Session:
 
 def servable_models() -> set[str]:
     """The catalog's models a session can serve: every row but the builds made for another."""
-    from .catalog import CATALOG
+    from .model.catalog import CATALOG
 
     builds = {name for spec in CATALOG.values() for name in (spec.openvino, spec.int8, spec.gpu) if name}
     return {name for name, spec in CATALOG.items() if name not in builds and not name.endswith("-rembg")}
@@ -111,8 +111,8 @@ def remove(data, alpha_matting: bool = False, alpha_matting_foreground_threshold
 def finish(result, only_mask: bool, post_process_mask: bool, bgcolor: tuple[int, ...] | None) -> Image.Image:
     """A pipeline :class:`service.pipeline.Result` as rembg answers it: the mask post-processed
     where asked (the cut-out made again from it), composed over ``bgcolor`` where given."""
-    from .imaging import cutout
-    from .matting import estimate_foreground
+    from .imaging.compose import cutout
+    from .imaging.matting import estimate_foreground
 
     image = result.image
     if post_process_mask:

@@ -87,13 +87,13 @@ def heap_buffers() -> Iterator[None]:
     on the way out the heap's free pages go back to the system.
 
     For steps that make many short-lived numpy temporaries. The server starts with a
-    fixed ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB (service/server.py), which gives every
+    fixed ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB (service/http/server.py), which gives every
     larger buffer a mapping of its own, unmapped when freed: that keeps a model run's
     peak at what is live, but each new buffer costs a page fault per 4 KiB it touches.
     Does nothing in a process started without a fixed threshold: there glibc's own
     sliding threshold already keeps such buffers on the heap, and could not be restored.
     The threshold is process-wide, and this is not reentrant: it suits a process that
-    works on one image at a time, as the server does (service/gate.py).
+    works on one image at a time, as the server does (service/http/gate.py).
     """
     mallopt = getattr(_LIBC, "mallopt", None)
     start = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .confidence import mask_confidence
+from .imaging.confidence import mask_confidence
 from .config import Settings
-from .engines import Engine
-from .effects import blurred_background, with_outline, with_shadow
+from .model.engines import Engine
+from .imaging.effects import blurred_background, with_outline, with_shadow
 from .errors import BadRequest, ImageTooLarge
-from .imaging import (ANIMATED_FORMATS, Animation, Background, Decoded, Length, clear_outside, combine_alpha, compose,
-                      crop_to_subject, cutout, decode_upload, encode, encode_animation, fit_to_canvas, open_animation,
-                      place_subject, shrink)
-from .matting import estimate_foreground, refine_mask
+from .imaging.decode import ANIMATED_FORMATS, Animation, Decoded, decode_upload, open_animation, shrink
+from .imaging.compose import Background, combine_alpha, compose, cutout, encode, encode_animation
+from .imaging.geometry import Length, clear_outside, crop_to_subject, fit_to_canvas, place_subject
+from .imaging.matting import estimate_foreground, refine_mask
 
 
 @dataclass(frozen=True)
@@ -31,22 +31,22 @@ class Options:
 
     ``fmt``: "png", "webp" or "jpeg" (None: no encoding). ``only_mask``: the grey mask instead of
     the cut-out. ``refine``: edges fitted to the photo. ``hard_edges``: alpha 0 or 255 only.
-    ``crop``: cut to the subject plus ``crop_margin`` (:func:`service.imaging.parse_margin`).
-    ``roi``: the region that may hold the subject (:func:`service.imaging.parse_roi`; None: all).
+    ``crop``: cut to the subject plus ``crop_margin`` (:func:`service.imaging.geometry.parse_margin`).
+    ``roi``: the region that may hold the subject (:func:`service.imaging.geometry.parse_roi`; None: all).
     ``scale``, ``position``: the subject resized and moved on its canvas
-    (:func:`service.imaging.place_subject`; None: as it is).
+    (:func:`service.imaging.geometry.place_subject`; None: as it is).
     ``background``: a colour or an image to put the subject on (None: transparent).
     ``output_pixels``: answer at the photo's own size, scaled down to at most this many pixels
     (None: at the size it is processed at, MAX_DIMENSION on the long side at most); with
     ``shrink_to_fit`` False a larger photo is refused (ImageTooLarge, 413) instead.
     ``canvas``: the answer as a (width, height) canvas, the subject fitted inside ``padding``
-    (x, y pixels) and placed by ``align`` (:func:`service.imaging.fit_to_canvas`; None: no canvas).
-    Drawn from the mask (:mod:`service.effects`): ``outline_width`` pixels of ``outline_color``
+    (x, y pixels) and placed by ``align`` (:func:`service.imaging.geometry.fit_to_canvas`; None: no canvas).
+    Drawn from the mask (:mod:`service.imaging.effects`): ``outline_width`` pixels of ``outline_color``
     round the subject (0: none); ``shadow``, "drop" or "contact", under it at ``shadow_opacity``
     (0–1; None: none); ``bg_blur``, the photo's own background blurred by this fraction of its
     long side instead of removed (0: removed).
     ``frames``: "all" answers an animated upload (GIF, WebP, APNG) with every frame cut out,
-    animated (:func:`service.imaging.open_animation`); "first": its first frame only.
+    animated (:func:`service.imaging.decode.open_animation`); "first": its first frame only.
     """
     fmt: str | None = "png"
     only_mask: bool = False
@@ -79,7 +79,7 @@ class Result:
     body: bytes | None         # ``image`` encoded as Options.fmt
     model: str                 # the model that made the mask and how it ran (Engine.label)
     model_ms: float            # prediction and refinement
-    confidence: float          # how far to trust the mask, 0–1 (service/confidence.py); an animation's lowest
+    confidence: float          # how far to trust the mask, 0–1 (service/imaging/confidence.py); an animation's lowest
     warning: str | None        # why the mask looks wrong, if it does
     frames: int = 1            # the answer's frames: more than one for an animation
 

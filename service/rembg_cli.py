@@ -197,10 +197,10 @@ def _frames(args) -> int:
 
 
 def _download(args) -> int:
-    from .catalog import CATALOG
+    from .model.catalog import CATALOG
     from .config import Settings
-    from .engines import settings_choice
-    from .fetch import FetchError, fetch_model
+    from .model.engines import settings_choice
+    from .model.fetch import FetchError, fetch_model
     from .library import REMBG_NAMES, servable_models
 
     settings = Settings.from_env()

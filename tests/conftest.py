@@ -23,8 +23,8 @@ from .support import API_KEY, CORS_ORIGIN, ROOT, mirror, start_server
 def model_dir(tmp_path_factory) -> Path:
     """A directory holding verified u2netp, isnet-general-tiny, isnet-general-int8 and isnet-general-ir files, and
     the files they are built from (rembg's u2netp, the fp16 IS-Net), which tests rebuild from."""
-    from service.catalog import CATALOG
-    from service.fetch import fetch_model
+    from service.model.catalog import CATALOG
+    from service.model.fetch import fetch_model
 
     directory = Path(os.environ.get("MODEL_DIR") or tmp_path_factory.mktemp("models"))
     source = mirror()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.errors import ImageTooLarge
-from service.imaging import open_animation
+from service.imaging.decode import open_animation
 
 from .support import many_frames_gif
 

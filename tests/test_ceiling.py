@@ -54,7 +54,7 @@ def nobody_can_run_python(env: dict[str, str]) -> bool:
     if os.geteuid() != 0:
         return False
     try:
-        return subprocess.run([sys.executable, "-c", "import service.wsgi"], cwd=ROOT, env=env, preexec_fn=drop_root,
+        return subprocess.run([sys.executable, "-c", "import service.http.wsgi"], cwd=ROOT, env=env, preexec_fn=drop_root,
                               capture_output=True, timeout=120).returncode == 0
     except PermissionError:
         return False

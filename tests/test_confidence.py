@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from service.confidence import mask_confidence
+from service.imaging.confidence import mask_confidence
 
 
 def disc(blur: float = 0) -> Image.Image:

@@ -17,7 +17,7 @@ def test_defaults():
     assert settings.model_dir == Path("/home/u/.cache/bg-removal") or settings.model_dir.name == "bg-removal"
     assert settings.mirror is None
     assert settings.host == "127.0.0.1"  # this machine only, unless HOST opens it
-    assert (settings.workers, settings.concurrency) == (0, 0)  # auto (service/sizing.py)
+    assert (settings.workers, settings.concurrency) == (0, 0)  # auto (service/model/sizing.py)
 
 
 def test_values_are_parsed():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from service import cpu
-from service.catalog import CATALOG
-from service.engines.onnxruntime_engine import OnnxRuntimeEngine
+from service.model import cpu
+from service.model.catalog import CATALOG
+from service.model.engines.onnxruntime_engine import OnnxRuntimeEngine
 
 ZEN4 = "fpu sse avx2 fma avx512f avx512bw avx512vl avx512dq avx512_vnni avx_vnni avx512_bf16"
 SAPPHIRE_RAPIDS = ZEN4 + " amx_tile amx_int8 amx_bf16"
@@ -42,7 +42,7 @@ def test_a_cap_to_avx2_takes_bf16_away():
 
 @pytest.mark.parametrize("kind, exact", [("AVX2", True), ("AVX512-VNNI", False)])
 def test_int8_runs_in_exact_mode_only_where_u8s8_can_saturate(monkeypatch, model_dir, kind, exact):
-    from service.engines import onnxruntime_engine
+    from service.model.engines import onnxruntime_engine
 
     monkeypatch.setattr(onnxruntime_engine, "integer_class", lambda: kind)
     spec = CATALOG["isnet-general-int8"]

@@ -61,7 +61,7 @@ def test_the_runtime_requirements_are_what_the_server_imports_and_no_more():
 
 
 def test_the_server_imports_no_tooling(base_env):
-    code = ("import sys, service.wsgi; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+    code = ("import sys, service.http.wsgi; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('onnx', 'requests', 'psutil', 'tools')); print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base_env, "BG_REMOVAL_MODEL": "u2netp"},
                             capture_output=True, text=True, timeout=120)
@@ -165,7 +165,7 @@ def test_kubernetes_deployment_runs_the_image_as_the_dockerfile_does_within_512_
 
 def test_kubernetes_gives_a_stopping_pod_time_to_finish_what_it_admitted():
     from service.config import Settings
-    from service.server import gunicorn_options
+    from service.http.server import gunicorn_options
 
     pod = kubernetes_documents()[0]["spec"]["template"]["spec"]
     pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]

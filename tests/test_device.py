@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from service.config import Settings
-from service.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, Placement, Probe, assigned_device, place, probe
-from service.engines import settings_choice
+from service.model.device import CUDA_MEMORY_LIMIT, DeviceUnavailable, Placement, Probe, assigned_device, place, probe
+from service.model.engines import settings_choice
 from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .support import cap_address_space, start_server

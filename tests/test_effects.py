@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from service.effects import blurred_background, shadow_alpha, with_outline, with_shadow
-from service.imaging import CERTAIN_LEVEL, cutout, fit_to_canvas, main_box, parse_padding, subject_box
+from service.imaging.effects import blurred_background, shadow_alpha, with_outline, with_shadow
+from service.imaging.geometry import CERTAIN_LEVEL, fit_to_canvas, main_box, parse_padding, subject_box
+from service.imaging.compose import cutout
 
 from .support import SAMPLES, save
 

@@ -1,4 +1,4 @@
-"""Which engine and precision serve a model (service/engines.choose), what a start does when the
+"""Which engine and precision serve a model (service/model/engines.choose), what a start does when the
 machine cannot run what is asked, and OpenVINO's compiled cache."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.catalog import CATALOG
-from service.cpu import cpu_classes, has_bf16
-from service.engines import Choice, Engine, EngineUnavailable, choose
+from service.model.catalog import CATALOG
+from service.model.cpu import cpu_classes, has_bf16
+from service.model.engines import Choice, Engine, EngineUnavailable, choose
 
 from .support import start_server
 
@@ -146,8 +146,8 @@ def test_under_an_avx2_cap_fallback_gives_way_and_auto_takes_openvinos_int8(base
 
 
 def test_openvino_reuses_its_compiled_model_and_gives_the_same_mask(model_dir, tmp_path, sample_photo):
-    from service.engines.openvino_engine import OpenVinoEngine
-    from service.imaging import decode_upload
+    from service.model.engines.openvino_engine import OpenVinoEngine
+    from service.imaging.decode import decode_upload
 
     build = CATALOG["u2netp-rembg"]
     cache = tmp_path / "openvino-cache"
@@ -173,8 +173,8 @@ def test_openvino_gives_its_activations_back_after_each_run(base_env):
 
     from .support import ROOT
 
-    code = ("import numpy as np; from service.catalog import CATALOG; from service.config import Settings; "
-            "from service.engines.openvino_engine import OpenVinoEngine; from service.memory import rss_mb; "
+    code = ("import numpy as np; from service.model.catalog import CATALOG; from service.config import Settings; "
+            "from service.model.engines.openvino_engine import OpenVinoEngine; from service.memory import rss_mb; "
             "s = Settings.from_env(); b = CATALOG['u2netp-rembg']; "
             "e = OpenVinoEngine(CATALOG['u2netp'], b, s.model_dir / b.filename, 'float32', 1); "
             "x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32); "
@@ -189,7 +189,7 @@ def test_openvino_gives_its_activations_back_after_each_run(base_env):
 
 
 def test_a_read_only_model_dir_compiles_without_a_cache(model_dir, tmp_path):
-    from service.engines import compiled_cache_dir
+    from service.model.engines import compiled_cache_dir
     from service.config import Settings
 
     assert compiled_cache_dir(Settings(model_dir=tmp_path)) == tmp_path / "openvino-cache"
@@ -216,8 +216,8 @@ def test_the_choice_imports_no_engine_or_image_library(base_env):
     from .support import ROOT
 
     code = ("import sys; from service import check_memory; from service.config import Settings; "
-            "from service.engines import settings_choice; from service.catalog import CATALOG; "
-            "from service.sizing import plan; s = Settings.from_env(); c = settings_choice(CATALOG[s.model], s); "
+            "from service.model.engines import settings_choice; from service.model.catalog import CATALOG; "
+            "from service.model.sizing import plan; s = Settings.from_env(); c = settings_choice(CATALOG[s.model], s); "
             "check_memory(s.model, c.build, c.engine); plan(s, c.device); "
             "print(sorted(m for m in ('numpy', 'PIL', 'flask', 'openvino', 'onnxruntime') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,

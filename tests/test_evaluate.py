@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imaging import decode_upload
-from service.web import app_state
+from service.imaging.decode import decode_upload
+from service.http.web import app_state
 from tools.evaluate import band_metrics, iou, mae, max_f_measure, score, uncertain_band
 
 

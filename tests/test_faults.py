@@ -47,9 +47,9 @@ def hasty_server(base_env, tmp_path_factory):
 
 
 def test_openvino_cancels_a_run_at_its_deadline_and_runs_the_next(model_dir):
-    from service.catalog import CATALOG
+    from service.model.catalog import CATALOG
     from service.config import Settings
-    from service.engines import fetched_engine
+    from service.model.engines import fetched_engine
     from service.errors import TimedOut
 
     settings = Settings(model_dir=model_dir, engine="openvino", device="cpu")

@@ -9,8 +9,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from service.catalog import CATALOG, DEFAULT_MODEL, Build, Url
-from service.fetch import FetchError, fetch_model, verify
+from service.model.catalog import CATALOG, DEFAULT_MODEL, Build, Url
+from service.model.fetch import FetchError, fetch_model, verify
 from tools.quantize import CALIBRATION
 
 from .support import free_port

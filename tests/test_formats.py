@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from service.errors import ImageTooLarge, NotAnImage
-from service.imaging import check_header, decode_upload
+from service.imaging.decode import check_header, decode_upload
 
 from .support import save
 

@@ -7,7 +7,7 @@ import pillow_heif
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service.errors import ServiceError
-from service.imaging import decode_upload
+from service.imaging.decode import decode_upload
 
 from .support import gradient
 

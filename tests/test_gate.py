@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from service.errors import Busy, TimedOut
-from service.gate import AdmissionGate
+from service.http.gate import AdmissionGate
 
 
 def hold(gate: AdmissionGate, size: int, entered: threading.Event, release: threading.Event, errors: list):

@@ -34,7 +34,7 @@ def start(gpu_python: Path, env: dict[str, str], log: Path):
 
 
 def test_the_gpu_build_is_what_the_venv_holds(gpu_python):
-    out = subprocess.run([str(gpu_python), "-c", "import onnxruntime as o; from service.device import probe; "
+    out = subprocess.run([str(gpu_python), "-c", "import onnxruntime as o; from service.model.device import probe; "
                           "print(o.get_available_providers()); print(probe())"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "CUDAExecutionProvider" in out and "TensorrtExecutionProvider" in out  # offered, yet cannot run here

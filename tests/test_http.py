@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from tools.evaluate import iou
-from service.fetch import verify
-from service.imaging import decode_upload, main_box
-from service.web import app_state
+from service.model.fetch import verify
+from service.imaging.decode import decode_upload
+from service.imaging.geometry import main_box
+from service.http.web import app_state
 
 from .support import gradient, png_header_only, save, start_server
 
@@ -134,7 +135,7 @@ def test_change_color_puts_the_subject_on_the_colour(u2netp_server, sample_photo
     result = np.asarray(image_answer(response, "image/png", "bg_p.png").convert("RGB")).astype(int)
     background = np.asarray(cut.getchannel("A")) == 0
     assert np.abs(result[background] - [0, 255, 0]).max() <= 1
-    # Both answers use the same subject colours (the foreground estimate, service/matting.py):
+    # Both answers use the same subject colours (the foreground estimate, service/imaging/matting.py):
     # the composition is the cut-out laid over the colour.
     alpha = np.asarray(cut.getchannel("A"), float)[..., None] / 255
     expected = alpha * np.asarray(cut.convert("RGB"), float) + (1 - alpha) * [0, 255, 0]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.download import UrlRefused, download
+from service.http.download import UrlRefused, download
 
 from .support import ImageHost, save, start_server
 from .test_removebg import errors_of

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from service.errors import BadColor, ImageTooLarge, NotAnImage, UnsupportedType
-from service.imaging import (compose_on_color, cutout, decode_upload, encode, parse_color,
-                             postprocess, preprocess, combine_alpha)
+from service.imaging.compose import compose_on_color, cutout, encode, parse_color, combine_alpha
+from service.imaging.decode import decode_upload
+from service.imaging.network import postprocess, preprocess
 
 from .support import gradient, png_header_only, save
 
@@ -186,7 +187,7 @@ def test_encode_png_keeps_alpha_and_jpeg_drops_it():
 
 
 def test_roi_in_pixels_is_of_the_photo_whatever_size_the_mask_has():
-    from service.imaging import clear_outside, parse_roi
+    from service.imaging.geometry import clear_outside, parse_roi
 
     mask = Image.new("L", (100, 50), 255)  # a 4000×2000 photo's mask, processed at 100×50
     kept = np.asarray(clear_outside(mask, parse_roi("1000px 500px 3000px 2000px"), (4000, 2000)))
@@ -196,7 +197,7 @@ def test_roi_in_pixels_is_of_the_photo_whatever_size_the_mask_has():
 
 
 def test_place_subject_keeps_the_canvas_and_moves_image_and_mask_together():
-    from service.imaging import parse_position, place_subject
+    from service.imaging.geometry import parse_position, place_subject
 
     mask = Image.new("L", (200, 100), 0)
     mask.paste(255, (20, 10, 60, 90))  # a 40×80 subject

@@ -180,7 +180,7 @@ def test_a_server_without_redis_url_never_imports_redis(base_env):
 
     from .support import ROOT
 
-    code = ("import sys; import service.api, service.removebg, service.batch, service.jobs.api; "
+    code = ("import sys; import service.http.api, service.http.removebg, service.http.batch, service.jobs.api; "
             "print('redis' in sys.modules, 'rq' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=base_env, capture_output=True, text=True,
                             timeout=60)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.config import ConfigError, Settings
-from service.keys import KeyFileError, KeyRing, RateLimited, read_key_file
+from service.http.keys import KeyFileError, KeyRing, RateLimited, read_key_file
 
 from .support import gradient, save, start_server
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from service.imaging import compose_on_color
+from service.imaging.compose import compose_on_color
 from tools.evaluate import band_metrics, iou
-from service.matting import box_mean, estimate_foreground, refine_mask
+from service.imaging.matting import box_mean, estimate_foreground, refine_mask
 
 
 @pytest.mark.parametrize("shape", [(7, 11), (9, 5, 3)])
@@ -111,27 +111,27 @@ def test_refinement_leaves_a_hard_mask_alone():
 
 
 def test_the_fine_pass_in_strips_gives_the_one_pass_answer(monkeypatch):
-    import service.matting
+    import service.imaging.matting
 
     photo, truth = strands_over_an_edge(height=300)
     photo = photo.rotate(90, expand=True)  # the strands now run across the strips
     mask = Image.fromarray(truth).rotate(90, expand=True).filter(ImageFilter.GaussianBlur(3))
-    monkeypatch.setattr(service.matting, "_STRIP", 16)  # the band is some 100 rows high
+    monkeypatch.setattr(service.imaging.matting, "_STRIP", 16)  # the band is some 100 rows high
     in_strips = np.asarray(estimate_foreground(photo, mask))
-    monkeypatch.setattr(service.matting, "_STRIP", 10_000)
+    monkeypatch.setattr(service.imaging.matting, "_STRIP", 10_000)
     assert np.array_equal(in_strips, np.asarray(estimate_foreground(photo, mask)))
 
 
 def test_the_fine_pass_over_runs_of_columns_gives_the_one_box_answer(monkeypatch):
-    import service.matting
+    import service.imaging.matting
 
     photo, truth = strands_over_an_edge()
     # the subject mirrored: two soft edges on every row, some 280 columns of opaque subject between
     photo = Image.fromarray(np.hstack([np.asarray(photo)[:, 249::-1], np.asarray(photo)[:, :250]]))
     mask = Image.fromarray(np.hstack([truth[:, 249::-1], truth[:, :250]])).filter(ImageFilter.GaussianBlur(3))
-    assert len(service.matting._runs(service.matting._soft(np.asarray(mask)).any(axis=0), 6)) == 2
+    assert len(service.imaging.matting._runs(service.imaging.matting._soft(np.asarray(mask)).any(axis=0), 6)) == 2
     in_runs = np.asarray(estimate_foreground(photo, mask)).astype(int)
-    monkeypatch.setattr(service.matting, "_RUN_GAP", 10_000)  # one box from the first soft column to the last
+    monkeypatch.setattr(service.imaging.matting, "_RUN_GAP", 10_000)  # one box from the first soft column to the last
     one_box = np.asarray(estimate_foreground(photo, mask)).astype(int)
     assert not np.array_equal(one_box, np.asarray(photo))
     # the running sums start at each box's edge: float32 rounding, a level at most
@@ -139,14 +139,14 @@ def test_the_fine_pass_over_runs_of_columns_gives_the_one_box_answer(monkeypatch
 
 
 def test_refinement_in_strips_gives_the_one_pass_answer(monkeypatch):
-    import service.matting
+    import service.imaging.matting
 
     photo, truth = strands_over_an_edge(height=300)
     photo = photo.rotate(90, expand=True)  # the strands run across the strips
     mask = Image.fromarray(truth).rotate(90, expand=True).filter(ImageFilter.GaussianBlur(4))
-    monkeypatch.setattr(service.matting, "_STRIP", 7)  # rows that are no multiple of the 24 px cell
+    monkeypatch.setattr(service.imaging.matting, "_STRIP", 7)  # rows that are no multiple of the 24 px cell
     in_strips = np.asarray(refine_mask(photo, mask, resolution=50)).astype(int)
-    monkeypatch.setattr(service.matting, "_STRIP", 10_000)
+    monkeypatch.setattr(service.imaging.matting, "_STRIP", 10_000)
     whole = np.asarray(refine_mask(photo, mask, resolution=50)).astype(int)
     assert not np.array_equal(whole, np.asarray(mask))
     assert np.abs(in_strips - whole).max() <= 1  # the bilinear grid's float32 rounding, no more

@@ -1,4 +1,4 @@
-"""The parameter table (service/params.py): every request option declared once, and what is
+"""The parameter table (service/http/params.py): every request option declared once, and what is
 derived from it: reading forms (unknown fields refused with the nearest name), the OpenAPI
 request bodies, remove.bg's shared fields and the job store's round trip."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imaging import ALIGNMENTS
+from service.imaging.geometry import ALIGNMENTS
 from service.jobs.store import options_from_json, options_to_json
-from service.params import BY_NAME, FORM, REMBG, REMOVEBG, TABLE, params
+from service.http.params import BY_NAME, FORM, REMBG, REMOVEBG, TABLE, params
 from service.pipeline import Options
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from service.config import Settings
-from service.engines import create_engine, settings_choice
-from service.imaging import decode_upload
+from service.model.engines import create_engine, settings_choice
+from service.imaging.decode import decode_upload
 from tools.evaluate import iou
 
 from .support import SAMPLES

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.catalog import CATALOG
-from service.fetch import fetch_model, verify
+from service.model.catalog import CATALOG
+from service.model.fetch import fetch_model, verify
 from tools.quantize import FLOAT_WEIGHT_AREA, output_areas, quantize_per_channel
 
 
@@ -184,7 +184,8 @@ def test_the_int8_builds_float_steps_are_sliced_and_give_the_same_mask(built_int
     import onnxruntime as ort
 
     import tools.quantize as quantize
-    from service.imaging import decode_upload, preprocess
+    from service.imaging.decode import decode_upload
+    from service.imaging.network import preprocess
 
     def float_buffers(path: Path) -> list[int]:
         """Bytes of the float32 copy each Resize or float Conv behind a DequantizeLinear works on."""

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.imaging import SOLID_LEVEL, decode_upload, main_box
-from service.web import app_state
+from service.imaging.geometry import SOLID_LEVEL, main_box
+from service.imaging.decode import decode_upload
+from service.http.web import app_state
 from tools.evaluate import iou
 
 from .support import API_KEY, gradient, npm_install, save
@@ -130,7 +131,7 @@ def test_what_cannot_be_honoured_is_refused_in_remove_bgs_shape(u2netp_server, s
 def test_crop_with_a_margin_cuts_to_the_subjects_box(u2netp_server, sample_photo):
     plain = post(u2netp_server, sample_photo.read_bytes(), channels="alpha")
     whole = np.asarray(Image.open(io.BytesIO(plain.content)))
-    # the subject's box (service/imaging.py, main_box): the haze and faint specks are no subject
+    # the subject's box (service/imaging/geometry.py, main_box): the haze and faint specks are no subject
     left, top, right, bottom = main_box(Image.fromarray(whole))
     cropped = post(u2netp_server, sample_photo.read_bytes(), channels="alpha", crop="true", crop_margin="10px")
     mask = Image.open(io.BytesIO(cropped.content))
@@ -294,7 +295,7 @@ def test_npms_remove_bg_client_crops_places_shadows_and_gets_full_resolution(key
         assert max(cropped.size) > 1024 and cropped.size != (2048, 2048)  # full resolution, cut to the subject
         alpha = np.asarray(cropped.getchannel("A"))
         # the 20 px margins hold no subject: no half-opaque pixel, and the subject's box (as crops
-        # measure it: service/imaging.py, main_box) inside them
+        # measure it: service/imaging/geometry.py, main_box) inside them
         assert alpha[:20].max() < SOLID_LEVEL and alpha[:, -20:].max() < SOLID_LEVEL
         box = main_box(cropped.getchannel("A"))
         assert box[1] >= 20 and box[2] <= cropped.width - 20

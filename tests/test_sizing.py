@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings
-from service.cpu import auto_threads, usable_cores
-from service.sizing import GPU_CONCURRENCY, GPU_MAX_WORKERS, Plan, gpu_memory_mb, plan
+from service.model.cpu import auto_threads, usable_cores
+from service.model.sizing import GPU_CONCURRENCY, GPU_MAX_WORKERS, Plan, gpu_memory_mb, plan
 
 from .support import start_server
 

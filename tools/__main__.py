@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from service import __version__
-from service.catalog import CATALOG
-from service.engines import ENGINES, PRECISIONS
+from service.model.catalog import CATALOG
+from service.model.engines import ENGINES, PRECISIONS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,7 +121,7 @@ def write_new(body: bytes, target: Path) -> None:
 def _calibrate(args, settings) -> int:
     import json
 
-    from service.fetch import FetchError, fetch_model
+    from service.model.fetch import FetchError, fetch_model
 
     from .calibrate import calibrate, photos_in
 

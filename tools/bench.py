@@ -41,8 +41,8 @@ MB = 1024 * 1024
 
 
 def cpu_description() -> str:
-    """"<model name>: <its classes>" of this machine's CPU (service/cpu.py)."""
-    from service.cpu import cpu_classes, cpu_info, describe_classes
+    """"<model name>: <its classes>" of this machine's CPU (service/model/cpu.py)."""
+    from service.model.cpu import cpu_classes, cpu_info, describe_classes
 
     return f"{cpu_info().get('model name', 'unknown CPU')}: {describe_classes(cpu_classes())}"
 
@@ -51,8 +51,8 @@ def configurations(models: list[str], engines: list[str], precisions: list[str],
                    ) -> list[tuple[str, str, str]]:
     """(model, engine, precision) for each combination this machine can run, in order, each
     resolved as the server resolves it (duplicates dropped); what it cannot run is printed."""
-    from service.catalog import CATALOG
-    from service.engines import EngineUnavailable, choose
+    from service.model.catalog import CATALOG
+    from service.model.engines import EngineUnavailable, choose
 
     out = []
     for model in models:
@@ -146,11 +146,11 @@ def _free_port() -> int:
 BARE_RUN_CODE = """
 import statistics, sys, time
 from PIL import Image
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from service.config import Settings
-from service.engines import fetched_engine
-from service.engines.onnxruntime_engine import OnnxRuntimeEngine
-from service.imaging import preprocess
+from service.model.engines import fetched_engine
+from service.model.engines.onnxruntime_engine import OnnxRuntimeEngine
+from service.imaging.network import preprocess
 from service.memory import peak_rss_mb
 model, threads, reuse, repeats, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 spec, settings = CATALOG[model], Settings.from_env()
@@ -194,10 +194,10 @@ MATRIX_RUN_CODE = """
 import statistics, sys, time
 from dataclasses import replace
 from pathlib import Path
-from service.catalog import CATALOG
+from service.model.catalog import CATALOG
 from service.config import Settings
-from service.engines import fetched_engine
-from service.imaging import decode_upload
+from service.model.engines import fetched_engine
+from service.imaging.decode import decode_upload
 from service.memory import peak_rss_mb
 model, threads, device, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 spec, settings = CATALOG[model], replace(Settings.from_env(), device=sys.argv[3])
@@ -223,7 +223,7 @@ def matrix(models: list[str], photos: Path, thread_counts: list[int], engines: l
     reference (ONNX Runtime, float32, on the CPU)."""
     import tempfile
 
-    from service.device import probe
+    from service.model.device import probe
     from service.memory import MALLOC_DEFAULTS
     from .evaluate import iou
 
@@ -282,11 +282,13 @@ def stages(models: list[str], photos: Path | None, threads: int, engines: list[s
     median per request of the time outside the model (refinement, being opt-in, left out)."""
     from dataclasses import replace
 
-    from service.catalog import CATALOG
+    from service.model.catalog import CATALOG
     from service.config import Settings
-    from service.engines import fetched_engine
-    from service.imaging import cutout, decode_upload, encode, postprocess, preprocess
-    from service.matting import estimate_foreground, refine_mask
+    from service.model.engines import fetched_engine
+    from service.imaging.compose import cutout, encode
+    from service.imaging.decode import decode_upload
+    from service.imaging.network import postprocess, preprocess
+    from service.imaging.matting import estimate_foreground, refine_mask
     from service.memory import MALLOC_DEFAULTS
 
     payloads = load_payloads(photos)

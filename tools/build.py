@@ -1,7 +1,7 @@
 """``python -m tools.build RECIPE BASE TARGET``: build a catalog model from another's file.
 
-What :func:`service.fetch.fetch_model` runs, in a process of its own, for a model the catalog
-lists as a :class:`service.catalog.Build`: the build needs ``onnx`` (requirements-tools.txt) and
+What :func:`service.model.fetch.fetch_model` runs, in a process of its own, for a model the catalog
+lists as a :class:`service.model.catalog.Build`: the build needs ``onnx`` (requirements-tools.txt) and
 some 1 GB for a moment, neither of which the server should carry. Exits 0 with TARGET written;
 otherwise 1 with the reason as the last line of stderr.
 """

@@ -46,8 +46,9 @@ def calibrate(photos: list[Path], base: Path, output: str | None, threads: int =
     import onnx
     import onnxruntime as ort
 
-    from service.catalog import CATALOG
-    from service.imaging import decode_upload, preprocess
+    from service.model.catalog import CATALOG
+    from service.imaging.decode import decode_upload
+    from service.imaging.network import preprocess
     from .quantize import float32_graph, inferred_value_info
 
     spec = CATALOG["isnet-general-int8"]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from service.confidence import mask_confidence
+from service.imaging.confidence import mask_confidence
 
 BETA2 = 0.3
 BAND_WIDTH = 5
@@ -142,9 +142,9 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_siz
     ``full_size``, at the photo's own size as ``size=full`` answers."""
     from dataclasses import replace
 
-    from service.catalog import CATALOG
+    from service.model.catalog import CATALOG
     from service.config import Settings
-    from service.engines import fetched_engine
+    from service.model.engines import fetched_engine
     from service.pipeline import Options, cut_out
 
     settings = Settings.from_env()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.catalog import DataFile, PypiWheel
+from service.model.catalog import DataFile, PypiWheel
 from service.config import default_model_dir
 
 SKIMAGE = "scikit-image==0.26.0"
@@ -40,9 +40,9 @@ def photo_dir(env=None) -> Path:
 def fetch_photos(directory: Path | None = None, show_progress: bool = False) -> list[Path]:
     """Paths of the verified sample photos in ``directory`` (default :func:`photo_dir`), fetched if missing.
 
-    Raises :class:`service.fetch.FetchError` when one can't be had.
+    Raises :class:`service.model.fetch.FetchError` when one can't be had.
     """
-    from service.fetch import fetch_model
+    from service.model.fetch import fetch_model
 
     directory = directory or photo_dir()
     return [fetch_model(photo, directory, show_progress=show_progress) for photo in PHOTOS]

@@ -1,5 +1,5 @@
 """``python -m tools.subject_box [DIR] [--sheet FILE]``: the subject's box as crop and canvases
-measure it (:func:`service.imaging.main_box`), against the box of every pixel above
+measure it (:func:`service.imaging.geometry.main_box`), against the box of every pixel above
 CERTAIN_LEVEL that they measured before, on a folder of photos (or
 the images of a benchmark's manifest.csv).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from service.imaging import CERTAIN_LEVEL, SOLID_LEVEL, main_box, subject_box
+from service.imaging.geometry import CERTAIN_LEVEL, SOLID_LEVEL, main_box, subject_box
 
 CANVAS, PADDING = 1000, 100
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -50,8 +50,8 @@ def left_out(mask: Image.Image, box) -> float:
 
 def masks(folder: Path):
     from service.config import Settings
-    from service.catalog import CATALOG
-    from service.engines import fetched_engine
+    from service.model.catalog import CATALOG
+    from service.model.engines import fetched_engine
     from service.pipeline import Options, cut_out
 
     settings = Settings.from_env()

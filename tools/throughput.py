@@ -58,7 +58,7 @@ class GpuSampler(threading.Thread):
 
 
 def gpu_name() -> str:
-    from service.device import gpu_description
+    from service.model.device import gpu_description
 
     gpu = gpu_description()
     return f"{gpu['name']} ({gpu['memory']})" if gpu else "no GPU"

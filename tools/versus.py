@@ -52,8 +52,8 @@ def prepare_rembg_home(home: Path | None, model_dir: Path, mirror: Path | None) 
     both sides run the same weights; its bytes differ from rembg's release file,
     which is why rembg runs with MODEL_CHECKSUM_DISABLED.
     """
-    from service.catalog import CATALOG
-    from service.fetch import fetch_model
+    from service.model.catalog import CATALOG
+    from service.model.fetch import fetch_model
     from .quantize import build_float32_model
 
     home = home or Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")

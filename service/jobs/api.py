@@ -10,11 +10,11 @@ import sys
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from ..params import JOBS
-from ..batch import output_name, request_items, request_options
-from ..download import check_url
+from ..http.params import JOBS
+from ..http.batch import output_name, request_items, request_options
+from ..http.download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
-from ..web import admission_gate, app_state, count_request, current_settings, drain_body, key_accepted
+from ..http.web import admission_gate, app_state, count_request, current_settings, drain_body, key_accepted
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 

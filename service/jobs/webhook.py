@@ -2,7 +2,7 @@
 
 The receiver checks ``X-Webhook-Signature: sha256=<hex>``, the HMAC-SHA256 with the server's
 WEBHOOK_SECRET of ``<X-Webhook-Timestamp>.<body>``, and may refuse an old timestamp (a replay).
-The URL is checked as remove.bg's image_url is (service/download.py): public addresses only, or
+The URL is checked as remove.bg's image_url is (service/http/download.py): public addresses only, or
 those in WEBHOOK_ALLOW_NETWORKS, at submit time and again at every delivery.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import logging
 import time
 
-from ..download import post
+from ..http.download import post
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3

@@ -56,7 +56,7 @@ class ServiceWorker(SimpleWorker):
 
 
 def _background(store: Store, job_id: str):
-    from ..imaging import decode_upload
+    from ..imaging.decode import decode_upload
 
     picture = store.get(job_id, "bg")
     return decode_upload(picture, _settings.max_dimension, _settings.max_pixels).rgb if picture else None
@@ -136,7 +136,7 @@ def main() -> int:
     """Load the model as the server does, connect to REDIS_URL, and work until SIGTERM."""
     global _model, _settings
     from ..config import ConfigError, Settings
-    from ..holder import ModelHolder
+    from ..model.holder import ModelHolder
     from ..memory import apply_malloc_defaults
 
     apply_malloc_defaults()

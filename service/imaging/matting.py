@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .imaging import CERTAIN_LEVEL
-from .memory import heap_buffers
+from .geometry import CERTAIN_LEVEL
+from ..memory import heap_buffers
 
 # The first pass spreads colours far into the band (radius 90 px), the second restores
 # detail (6 px). The first is smooth, so it runs at a quarter of the resolution.

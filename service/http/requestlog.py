@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 from flask import Flask, g, request
 
-from .memory import rss_mb
+from ..memory import rss_mb
 
 log = logging.getLogger("service.access")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter, ImageOps, ImageStat
 
-from .imaging import subject_box
+from .geometry import subject_box
 
 SHADOWS = ("drop", "contact")
 SHADOW_SIDE = 1024

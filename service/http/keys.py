@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ServiceError
+from ..errors import ServiceError
 
 WINDOW_S = 60
 Key = tuple[str, "int | None"]  # (the key, its own limit a minute or None for the default)

@@ -18,15 +18,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
     from .engines import Engine
-    from .pipeline import Options, Result
+    from ..pipeline import Options, Result
 
 log = logging.getLogger("service")
 
 def ensure_model(settings, build: str | None = None) -> "os.PathLike":
     """Path of catalog build ``build`` (default: the one that serves the configured model here,
-    as service/engines chooses it), verified; fetched in a child process if missing.
+    as service/model/engines chooses it), verified; fetched in a child process if missing.
 
     The fetch (and, for isnet-general-tiny, the int8 build with ``onnx``) runs
     in its own process so that none of its memory stays in the server.
@@ -94,7 +94,7 @@ def check_memory(name: str, build: str | None = None, engine: str | None = None,
     ``workers`` worker processes, each with its copy, needs more memory at work than this
     container's limit (its cgroup) allows: checked before its file is fetched."""
     from .catalog import CATALOG
-    from .memory import cgroup_limit_mb
+    from ..memory import cgroup_limit_mb
 
     spec, limit = CATALOG[name], cgroup_limit_mb()
     if build is not None and CATALOG[build].memory_mb:
@@ -126,7 +126,7 @@ def load_engine(name: str, settings, device: str | None = None):
 def _load_engine(settings):
     """The engine for the configured model and device, and why the fallback model serves instead
     (None when it does not). With BG_REMOVAL_FALLBACK, a model that can't be fetched, verified or
-    loaded gives way to u2netp; a missing device gives way to the CPU (service/device.py). The
+    loaded gives way to u2netp; a missing device gives way to the CPU (service/model/device.py). The
     fallback model's file is fetched at start too, so that a run that fails for memory later can
     be retried on it (:meth:`ModelHolder.cut_out`) without a download."""
     from .catalog import CATALOG
@@ -136,7 +136,7 @@ def _load_engine(settings):
     try:
         engine, reason = load_engine(settings.model, settings), None
     except (DeviceUnavailable, EngineUnavailable):
-        raise  # one line; the start stops (service/server.py says it)
+        raise  # one line; the start stops (service/http/server.py says it)
     except Exception as exc:  # fetch, checksum, or ONNX Runtime's load (memory among them)
         if not settings.fallback or settings.model == FALLBACK_MODEL:
             raise
@@ -177,8 +177,8 @@ class ModelHolder:
     def cut_out(self, data: bytes, options: Options, deadline: float | None) -> Result:
         """:func:`service.pipeline.cut_out` on the served engine; a run that fails for memory is
         retried once on u2netp on the CPU where BG_REMOVAL_FALLBACK allows (else OutOfMemory, 503)."""
-        from .errors import OutOfMemory
-        from .pipeline import cut_out
+        from ..errors import OutOfMemory
+        from ..pipeline import cut_out
 
         try:
             return cut_out(data, self.engine, self.settings, options, deadline)
@@ -189,7 +189,7 @@ class ModelHolder:
     def _fallback_engine(self, failure) -> Engine:
         """u2netp on the CPU, loaded at the first run that needs it, then kept (about 100 MB at
         work). Raises ``failure`` again where there is no fallback or it can't be loaded either."""
-        from .memory import release_memory
+        from ..memory import release_memory
 
         if not self.settings.fallback or self.engine.spec.name == FALLBACK_MODEL:
             raise failure

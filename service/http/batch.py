@@ -26,8 +26,8 @@ from typing import Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from .errors import BadRequest, FileTooLarge, MissingFile, ServiceError, memory_exhausted
-from .pipeline import Options
+from ..errors import BadRequest, FileTooLarge, MissingFile, ServiceError, memory_exhausted
+from ..pipeline import Options
 from .params import BATCH
 from .web import (admission_gate, current_settings, drain_body, form_options, read_file, request_deadline,
                   require_api_key, run_pipeline, safe_stem)

@@ -18,11 +18,11 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                disable_created_metrics, generate_latest)
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .engines import Engine
-from .errors import Unauthorized
+from ..model.engines import Engine
+from ..errors import Unauthorized
 from .gate import AdmissionGate
 from .keys import KeyRing
-from .memory import peak_rss_mb
+from ..memory import peak_rss_mb
 
 # No ``_created`` series beside each counter and histogram: they double the lines and no
 # dashboard or rule here reads them (a process-wide switch of prometheus_client).
@@ -33,7 +33,7 @@ _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 
 
 # Where several worker processes keep their figures for one scrape to sum (prometheus_client's
-# multiprocess mode): service/server.py sets it, for gunicorn's workers, when it starts more than one.
+# multiprocess mode): service/http/server.py sets it, for gunicorn's workers, when it starts more than one.
 SHARED_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 

@@ -16,20 +16,20 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
 
-from .config import Settings
-from .engines import Engine
-from .errors import (BadColor, BadRequest, FileTooLarge, MissingFile, ServiceError, Unauthorized,
-                     memory_exhausted)
+from ..config import Settings
+from ..model.engines import Engine
+from ..errors import BadColor, BadRequest, FileTooLarge, MissingFile, ServiceError, Unauthorized, memory_exhausted
 from .gate import AdmissionGate
 from .keys import KeyRing
 from .metrics import Metrics
-from .imaging import (ALIGNMENTS, COLOR_FORMS, Background, check_header, decode_upload, parse_canvas, parse_color,
-                      parse_padding)
-from .holder import ModelHolder
+from ..imaging.geometry import ALIGNMENTS, parse_canvas, parse_padding
+from ..imaging.compose import COLOR_FORMS, Background, parse_color
+from ..imaging.decode import check_header, decode_upload
+from ..model.holder import ModelHolder
 from .params import BY_NAME, CHANGE_COLOR, options_of, read_form
-from .pipeline import Options, Result
+from ..pipeline import Options, Result
 from .requestlog import note
-from .sizing import Plan
+from ..model.sizing import Plan
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class AppState:
     gate: AdmissionGate
     metrics: Metrics
     keys: KeyRing
-    draining: threading.Event = field(default_factory=threading.Event)  # set at SIGTERM (service/server.py)
+    draining: threading.Event = field(default_factory=threading.Event)  # set at SIGTERM (service/http/server.py)
     jobs: object | None = None  # service.jobs.Jobs, connected at the first job request (jobs/api.py)
 
 
@@ -80,7 +80,7 @@ def key_ring() -> KeyRing:
 
 def key_accepted() -> bool:
     """True when the server has no API keys, or the request's X-API-Key header (any case:
-    remove.bg clients write X-Api-Key) carries one of them (service/keys.py); the key's index is
+    remove.bg clients write X-Api-Key) carries one of them (service/http/keys.py); the key's index is
     kept for the request (``g.bg_key``)."""
     ring = key_ring()
     if not ring.required:
@@ -189,7 +189,7 @@ def request_deadline() -> float:
 def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
     """The pipeline's answer for this upload; notes pixels, mask time and confidence for the log
     line. A run that fails for memory is retried once on the fallback model, where allowed
-    (:meth:`service.holder.ModelHolder.cut_out`)."""
+    (:meth:`service.model.holder.ModelHolder.cut_out`)."""
     result = current_model().cut_out(data, options, deadline)
     note(pixels=result.decoded.rgb.width * result.decoded.rgb.height, model_ms=round(result.model_ms, 1),
          confidence=round(result.confidence, 3), model=result.model)
@@ -198,7 +198,7 @@ def run_pipeline(data: bytes, options: Options, deadline: float) -> Result:
 
 
 def quality_headers(result: Result) -> dict[str, str]:
-    """X-Mask-Confidence, and X-Mask-Warning where the mask looks wrong (service/confidence.py)."""
+    """X-Mask-Confidence, and X-Mask-Warning where the mask looks wrong (service/imaging/confidence.py)."""
     headers = {"X-Mask-Confidence": f"{result.confidence:.3f}"}
     if result.warning:
         headers["X-Mask-Warning"] = result.warning
@@ -212,7 +212,7 @@ SCREEN_BYTES = 256 * 1024
 
 def screen_upload(field: str) -> None:
     """Raise the 4xx the first SCREEN_BYTES of the multipart file ``field`` settle, if any
-    (:func:`service.imaging.check_header`): read from the body as it streams, the rest left
+    (:func:`service.imaging.decode.check_header`): read from the body as it streams, the rest left
     unread. For a request about to be refused as busy, which is then refused for what it is."""
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
     if mimetype != "multipart/form-data" or not options.get("boundary"):
@@ -241,7 +241,7 @@ def screen_upload(field: str) -> None:
 
 
 def form_values(api: str) -> dict:
-    """The request's fields for ``api`` (service/params.py), from the multipart form or else the
+    """The request's fields for ``api`` (service/http/params.py), from the multipart form or else the
     query string, each read and checked; an empty field counts as not given."""
     texts = {name: value for name, value in request.args.items() if value}
     texts.update({name: value for name, value in request.form.items() if value})
@@ -250,7 +250,7 @@ def form_values(api: str) -> dict:
 
 def form_options(api: str) -> Options:
     """The pipeline's Options from the form of /api/bg/remove, /api/bg/change_color, a batch or a
-    job (``api``). What maps onto one option comes from the table (service/params.py); here is
+    job (``api``). What maps onto one option comes from the table (service/http/params.py); here is
     what takes several fields or the settings: the background, the canvas, the answer's size."""
     values = form_values(api)
     fields = {"frames": "all", **options_of(values)}

@@ -2,11 +2,11 @@
 changing only their base URL.
 
 rembg's parameters (``model``, ``a``, ``af``, ``ab``, ``ae``, ``om``, ``ppm``, ``bgc``,
-``extras``; the form or the query) are rows of the parameter table (service/params.py); the
+``extras``; the form or the query) are rows of the parameter table (service/http/params.py); the
 answer is always ``image/png`` at the photo's own size (up to MAX_OUTPUT_PIXELS), and errors come
 as rembg's ``{"detail": …}``. The requests pass the same admission gate, size limits and API keys
 as the rest; ``GET …?url=`` fetches only where ALLOW_IMAGE_URL is set, from public addresses
-(service/download.py). Unknown fields are left unread, as rembg's server leaves them.
+(service/http/download.py). Unknown fields are left unread, as rembg's server leaves them.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import time
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .catalog import CATALOG
+from ..model.catalog import CATALOG
 from .download import download
-from .errors import BadRequest, MissingFile, ServiceError, Unauthorized, memory_exhausted
-from .library import REMBG_NAMES, finish, png
+from ..errors import BadRequest, MissingFile, ServiceError, Unauthorized, memory_exhausted
+from ..library import REMBG_NAMES, finish, png
 from .params import REMBG, options_of, read_form
-from .pipeline import Options
+from ..pipeline import Options
 from .web import (admit_request, count_request, current_model, current_settings, drain_body, key_accepted,
                   quality_headers, read_file, request_deadline, run_pipeline)
 

@@ -12,7 +12,7 @@ option (:class:`service.pipeline.Options`) it sets. From the table come:
 
 What depends on several fields at once or on the server's settings (a background from a colour or an
 image, the canvas and its padding, ``size``) is done by the code that reads the form
-(:func:`service.web.form_options`); a field that maps straight onto an option needs no code there.
+(:func:`service.http.web.form_options`); a field that maps straight onto an option needs no code there.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 from PIL import ImageColor
 
-from .effects import BLUR_MAX, OUTLINE_MAX, SHADOWS
-from .errors import BadColor, BadRequest
-from .imaging import ALIGNMENTS, parse_color, parse_margin
+from ..imaging.effects import BLUR_MAX, OUTLINE_MAX, SHADOWS
+from ..errors import BadColor, BadRequest
+from ..imaging.geometry import ALIGNMENTS, parse_margin
+from ..imaging.compose import parse_color
 
 REMOVE, CHANGE_COLOR, BATCH, JOBS, REMOVEBG, REMBG = "remove", "change_color", "batch", "jobs", "removebg", "rembg"
 # The operations under /api/bg that take a photo and the options of its answer.
@@ -200,7 +201,7 @@ TABLE: tuple[Param, ...] = (
           option="frames"),
     Param("webhook_url", {"type": "string", "format": "uri"}, "called with the job's summary when it ends",
           apis=(JOBS,)),
-    # rembg's server (rembg s), on /api/remove: its names, form or query (service/rembg_api.py)
+    # rembg's server (rembg s), on /api/remove: its names, form or query (service/http/rembg_api.py)
     Param("url", {"type": "string", "format": "uri"}, "GET: the photo's address, fetched where ALLOW_IMAGE_URL is "
           "set, from public addresses only", apis=(REMBG,)),
     Param("model", {"type": "string", "examples": ["isnet-general-use", "u2netp"]}, "the model this server "

@@ -20,8 +20,8 @@ import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
-from .version import __version__
-from .errors import FileTooLarge, ServiceError
+from ..version import __version__
+from ..errors import FileTooLarge, ServiceError
 
 MAX_REDIRECTS = 3
 _REDIRECTS = (301, 302, 303, 307, 308)

@@ -1,7 +1,7 @@
 """Where the model runs: BG_REMOVAL_DEVICE, checked against what this host can really run.
 
 ``auto`` takes TensorRT where its libraries load and a GPU answers, then CUDA likewise, then the
-CPU (whose fastest engine service/engines chooses); ``cpu``, ``cuda`` and ``tensorrt`` ask for one.
+CPU (whose fastest engine service/model/engines chooses); ``cpu``, ``cuda`` and ``tensorrt`` ask for one.
 A GPU device asked for that cannot run stops the start in one line naming what is missing
 (DeviceUnavailable), unless BG_REMOVAL_FALLBACK is set: then the CPU serves and says why.
 
@@ -11,7 +11,7 @@ whether the installed onnxruntime is the GPU build (requirements-gpu.txt), wheth
 libraries load with every library they need (cuDNN, cuBLAS, TensorRT's libnvinfer). ONNX Runtime
 itself, asked for a provider that cannot load, logs a red error and quietly runs on what is left;
 asking only for what loads keeps the log clean, and the engine still reports the providers the
-session really got (:mod:`service.engines.onnxruntime_engine`).
+session really got (:mod:`service.model.engines.onnxruntime_engine`).
 """
 from __future__ import annotations
 
@@ -143,9 +143,9 @@ def probe() -> Probe:
     try:
         # in a child: a driver initialised in gunicorn's master would be unusable in the workers
         # it forks, and a library that fails to load leaves nothing behind in the server
-        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from service.device import _probe_here; "
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from service.model.device import _probe_here; "
                 "print(json.dumps(_probe_here(sys.argv[2], json.loads(sys.argv[3]))))")
-        result = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(capi),
+        result = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[2]), str(capi),
                                  json.dumps(present)], capture_output=True, text=True, timeout=60)
         found = json.loads(result.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:

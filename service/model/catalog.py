@@ -39,7 +39,7 @@ class NpmResource:
 
 @dataclass(frozen=True)
 class Build:
-    """Built here from another catalog model by :mod:`tools.quantize` (run by :func:`service.fetch.run_build`): ``recipe`` "int8"
+    """Built here from another catalog model by :mod:`tools.quantize` (run by :func:`service.model.fetch.run_build`): ``recipe`` "int8"
     (int8 Conv weights, Concats split), "split" (weights as they are, Concats split), "float32"
     (fp16 weights widened, only the named output) or "static-int8" (int8 weights and activations,
     activation ranges from the calibration table ``table`` in tools/calibration/) or
@@ -77,7 +77,7 @@ class ModelSpec:
     memory_measured: bool = True
     # Applied to the output before it is scaled to 0..1: "sigmoid" where the graph ends in logits.
     activation: str | None = None
-    # The builds that run under this name (service/engines): the row OpenVINO reads for float
+    # The builds that run under this name (service/model/engines): the row OpenVINO reads for float
     # precisions (None: this row's own file), the row of the static-int8 build (None: none) and
     # the float16 row ONNX Runtime runs on CUDA and TensorRT (None: this row's own file).
     openvino: str | None = None
@@ -88,7 +88,7 @@ class ModelSpec:
     precision: str | None = None
     # (engine, precision) pairs that BG_REMOVAL_ENGINE and BG_REMOVAL_PRECISION "auto" try, fastest
     # first, each measured to give float32's masks (docs/engines.md), with a third item where the
-    # pair is the faster only on CPUs of that class (service/cpu.py); the first this machine can
+    # pair is the faster only on CPUs of that class (service/model/cpu.py); the first this machine can
     # run serves. ONNX Runtime in the row's own precision comes after them all.
     prefer: tuple[tuple[str, ...], ...] = ()
 

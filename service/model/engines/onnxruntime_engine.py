@@ -32,7 +32,7 @@ class OnnxRuntimeEngine(Engine):
     kernels. Measured on IS-Net at 1024², 2 threads: 2.6–2.8 s → 2.2 s a run,
     peak 335 → 463 MB (docs/performance.md). No effect on float models.
 
-    On CUDA and TensorRT (:mod:`service.device`) ONNX Runtime keeps its own defaults: the
+    On CUDA and TensorRT (:mod:`service.model.device`) ONNX Runtime keeps its own defaults: the
     activations live in CUDA's arena, capped per session, not in the host's memory. The device
     reported is the one the session was really given.
     """

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..catalog import ModelSpec
-from ..memory import drop_mapped_pages
+from ...memory import drop_mapped_pages
 from . import SHORT, Engine
 
 log = logging.getLogger(__name__)

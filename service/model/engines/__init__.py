@@ -7,7 +7,7 @@ TensorRT) and OpenVINO (:mod:`.openvino_engine`: the CPU, with bf16 and int8 ker
 
 Which engine and precision serve a catalog name is chosen once, at start, by :func:`choose`, from
 BG_REMOVAL_ENGINE, BG_REMOVAL_PRECISION, BG_REMOVAL_DEVICE and this CPU's classes
-(:mod:`service.cpu`); the build that runs under the name follows from the catalog row
+(:mod:`service.model.cpu`); the build that runs under the name follows from the catalog row
 (:attr:`ModelSpec.openvino`, :attr:`ModelSpec.int8`).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the choice runs in gunicorn's master too, which stays witho
     import numpy as np
     from PIL import Image
 
-    from ..errors import OutOfMemory
+    from ...errors import OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Engine:
     threads: int
     device = "cpu"
     choice_reason: str | None = None  # why this is not what was asked for (BG_REMOVAL_FALLBACK)
-    device_reason: str | None = None  # why the device is not the one asked for (service/device.py)
+    device_reason: str | None = None  # why the device is not the one asked for (service/model/device.py)
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
         """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32. At ``deadline``
@@ -65,7 +65,7 @@ class Engine:
 
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
-        from ..imaging import postprocess, preprocess
+        from ...imaging.network import postprocess, preprocess
 
         try:
             return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size, self.spec.activation)
@@ -92,7 +92,7 @@ class Engine:
 
     def failure(self, exc: Exception, timed_out: bool) -> Exception:
         """The typed error for a run that raised ``exc`` (``timed_out``: stopped at its deadline)."""
-        from ..errors import InferenceFailed, TimedOut
+        from ...errors import InferenceFailed, TimedOut
 
         if timed_out:
             return TimedOut("the image took longer than the time limit; retry when the server "
@@ -103,7 +103,7 @@ class Engine:
         return InferenceFailed("the model failed on this image; the error is in the server log")
 
     def out_of_memory(self, exc: BaseException) -> OutOfMemory:
-        from ..errors import OutOfMemory
+        from ...errors import OutOfMemory
 
         log.error("%s: out of memory: %s", self.spec.name, str(exc).strip()[:300] or type(exc).__name__)
         return OutOfMemory(f"{self.spec.name} could not get the memory it needs for this run; retry shortly",
@@ -113,7 +113,7 @@ class Engine:
 @dataclass(frozen=True)
 class Choice:
     """The engine and precision that serve a catalog name, the build that runs, and why it is not
-    what was asked for (None when it is); the device it runs on (service/device.py) and why that
+    what was asked for (None when it is); the device it runs on (service/model/device.py) and why that
     is not the one asked for."""
     engine: str
     precision: str
@@ -182,9 +182,9 @@ def choose(spec: ModelSpec, engine: str = "auto", precision: str = "auto", devic
            fallback: bool = False, classes: tuple[str, ...] | None = None, openvino: bool | None = None,
            gpu: bool | None = None) -> Choice:
     """The :class:`Choice` for serving ``spec`` with the requested engine (ENGINES), precision
-    (PRECISIONS) and device (service/device.py's DEVICES), on a CPU with ``classes`` (default:
+    (PRECISIONS) and device (service/model/device.py's DEVICES), on a CPU with ``classes`` (default:
     this one's) where OpenVINO is or is not installed and the device asked for does or does not
-    resolve to a GPU (``gpu``; default: as :func:`service.device.resolve` finds this host).
+    resolve to a GPU (``gpu``; default: as :func:`service.model.device.resolve` finds this host).
 
     Raises EngineUnavailable when the request cannot be met, and DeviceUnavailable when a GPU
     device asked for by name cannot run here, unless ``fallback``: then the automatic choice

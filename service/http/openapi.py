@@ -1,13 +1,13 @@
 """The OpenAPI 3.1 description of the HTTP API, served at /api/bg/openapi.json.
 
-Written by hand to match ``service/api.py``; tests check it is a valid
+Written by hand to match ``service/http/api.py``; tests check it is a valid
 document, that it names exactly the app's routes, and that live answers
 fit its schemas.
 """
 from __future__ import annotations
 
-from .version import __version__
-from .config import Settings
+from ..version import __version__
+from ..config import Settings
 from .params import BATCH, CHANGE_COLOR, JOBS, REMBG, REMOVE, REMOVEBG, TABLE, form_schema, query_parameters
 
 _ERROR_CODES = {
@@ -77,12 +77,12 @@ def _image_response(media: list[str], description: str) -> dict:
 
 
 def _upload_body(api: str, **schema_options) -> dict:
-    """A multipart request body of ``api``'s fields, from the parameter table (service/params.py)."""
+    """A multipart request body of ``api``'s fields, from the parameter table (service/http/params.py)."""
     return {"required": True, "content": {"multipart/form-data": {"schema": form_schema(api, **schema_options)}}}
 
 
 def _rembg_operations() -> dict:
-    """GET and POST /api/remove in rembg's terms (service/rembg_api.py)."""
+    """GET and POST /api/remove in rembg's terms (service/http/rembg_api.py)."""
     detail = {"description": "rembg's error shape", "content": {"application/json": {"schema": {
         "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}}}}
     answer = {"description": "the cut-out (or the mask) as PNG, at the photo's own size",
@@ -104,7 +104,7 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 
 
 def _removebg_operation() -> dict:
-    """POST /v1.0/removebg in remove.bg's terms (service/removebg.py)."""
+    """POST /v1.0/removebg in remove.bg's terms (service/http/removebg.py)."""
     from .removebg import FORMATS, MODEL_SHADOWS, SHADOW_TYPES, SIZES, TYPES
 
     params = {
@@ -155,7 +155,7 @@ def _removebg_operation() -> dict:
 
 
 def _account_operation() -> dict:
-    """GET /v1.0/account in remove.bg's shape (service/removebg.py)."""
+    """GET /v1.0/account in remove.bg's shape (service/http/removebg.py)."""
     count = {"type": "integer", "minimum": 0}
     schema = {"type": "object", "required": ["data"], "properties": {"data": {
         "type": "object", "required": ["attributes"], "properties": {"attributes": {

@@ -17,10 +17,10 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .download import download
-from .errors import ServiceError, memory_exhausted
-from .imaging import parse_position, parse_roi, parse_scale, subject_box
+from ..errors import ServiceError, memory_exhausted
+from ..imaging.geometry import parse_position, parse_roi, parse_scale, subject_box
 from .params import REMOVEBG, TABLE, options_of
-from .pipeline import Options
+from ..pipeline import Options
 from .web import (admit_request, background, background_picture, count_request, current_settings, drain_body,
                   key_accepted, key_ring, quality_headers, request_deadline, run_pipeline)
 
@@ -134,14 +134,14 @@ def _url_allowed(field: str) -> None:
 
 
 def _fetch(url: str, field: str, deadline: float) -> bytes:
-    """The bytes at ``url`` (service/download.py), within the server's limits and this request's time."""
+    """The bytes at ``url`` (service/http/download.py), within the server's limits and this request's time."""
     settings = current_settings()
     timeout = min(settings.image_url_timeout, max(0.1, deadline - time.monotonic()))
     return download(url, settings.max_file_size, timeout, settings.image_url_networks, field)
 
 
 def _shared(params: dict[str, str]) -> dict:
-    """The Options of the fields /api/bg takes too (service/params.py), read under remove.bg's
+    """The Options of the fields /api/bg takes too (service/http/params.py), read under remove.bg's
     names as /api/bg reads them."""
     values = {}
     for param in TABLE:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, Settings
+from ..config import ConfigError, Settings
 from .cpu import usable_cores
 
 # On a GPU, measured on an H200 host with 16 cores (docs/scaling.md): 16 workers × 4 images at
@@ -47,7 +47,7 @@ class Plan:
 
 def host_memory_mb() -> float:
     """The memory this process's container may use: its cgroup's limit, else the host's."""
-    from .memory import cgroup_limit_mb
+    from ..memory import cgroup_limit_mb
 
     total = 0.0
     try:
@@ -61,7 +61,7 @@ def host_memory_mb() -> float:
 
 
 def gpu_memory_mb(gpu: dict | None) -> float | None:
-    """The card's memory in MiB from :func:`service.device.gpu_description` ("143771 MiB")."""
+    """The card's memory in MiB from :func:`service.model.device.gpu_description` ("143771 MiB")."""
     try:
         return float(gpu["memory"].split()[0]) if gpu else None
     except (KeyError, ValueError, IndexError):

@@ -1,5 +1,5 @@
 """The production server: gunicorn, its worker processes (one on the CPU, several on a GPU:
-service/sizing.py), a few threads each.
+service/model/sizing.py), a few threads each.
 
 On the CPU one worker, because the model is the memory: a second worker would hold a second
 copy. Threads let health and status answer while an image runs; the admission gate keeps the
@@ -21,13 +21,13 @@ from gunicorn import util
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from .holder import check_memory, ensure_model
-from .catalog import CATALOG
-from .config import ConfigError, Settings
-from .engines import settings_choice
-from .device import gpu_description
-from .memory import apply_malloc_defaults
-from .sizing import gpu_memory_mb, plan
+from ..model.holder import check_memory, ensure_model
+from ..model.catalog import CATALOG
+from ..config import ConfigError, Settings
+from ..model.engines import settings_choice
+from ..model.device import gpu_description
+from ..memory import apply_malloc_defaults
+from ..model.sizing import gpu_memory_mb, plan
 
 log = logging.getLogger("service")
 
@@ -48,7 +48,7 @@ class JsonErrorWorker(ThreadWorker):
     gunicorn itself answers a request it can't parse (a bad request line, a
     header over its limits, a bad chunk) with a small HTML page; this worker
     swaps the one function that writes it. Run plain gunicorn with
-    ``-k service.server.JsonErrorWorker`` to get the same.
+    ``-k service.http.server.JsonErrorWorker`` to get the same.
 
     An app that can't be built (a missing device, a model that can't be loaded) ends the worker
     with gunicorn's boot-error status after one log line saying why (the traceback too at
@@ -128,7 +128,7 @@ def gunicorn_options(settings: Settings, workers: int = 1) -> dict:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": workers,
-        "worker_class": "service.server.JsonErrorWorker",
+        "worker_class": "service.http.server.JsonErrorWorker",
         "threads": settings.web_threads,
         # A 1024² IS-Net run takes seconds on one slow core; gthread workers
         # heartbeat from their main loop, so this bounds a stuck worker, not a request.
@@ -136,7 +136,7 @@ def gunicorn_options(settings: Settings, workers: int = 1) -> dict:
         # After SIGTERM: the pause, then every admitted request may still take its whole time limit.
         "graceful_timeout": int(settings.shutdown_delay + settings.request_timeout) + 5,
         "keepalive": 5,
-        "accesslog": None,  # the app writes one JSON line per request (service/requestlog.py)
+        "accesslog": None,  # the app writes one JSON line per request (service/http/requestlog.py)
         "errorlog": "-",
         "loglevel": settings.log_level,
         "on_exit": _on_exit,
@@ -202,7 +202,7 @@ def serve(app_uri: str) -> None:
         def load(self):
             return import_app(app_uri)
 
-    if workers > 1:  # one scrape sums every worker's metrics (service/metrics.py)
+    if workers > 1:  # one scrape sums every worker's metrics (service/http/metrics.py)
         _metrics_dir = tempfile.mkdtemp(prefix="bg-removal-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     _start_errors = os.pipe()

@@ -226,7 +226,7 @@ def run_build(command: list[str], what: str, progress: Progress | None = None) -
     project's tools (the build imports onnx and takes some 1 GB for a moment: never the server's),
     saying on ``progress`` every LINE_EVERY seconds that it is still at work, and when it is done.
     FetchError with the build's last line when it fails or cannot run."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "tools" / "build.py").is_file():
         raise FetchError(f"{what} needs the project's build tools (tools/ in a clone of the repository, with "
                          "requirements-tools.txt), which this installation does not hold; or set BG_MODEL_MIRROR "

@@ -7,12 +7,12 @@ import time
 
 from flask import Blueprint, jsonify, render_template
 
-from .version import __version__
-from .config import ALLOWED_EXTENSIONS
+from ..version import __version__
+from ..config import ALLOWED_EXTENSIONS
 from .params import CHANGE_COLOR, REMOVE
-from .memory import peak_rss_mb, release_memory, rss_mb
-from .web import (admission_gate, app_state, admit_request, current_engine, current_model, current_settings, form_options, image_response,
-                  request_deadline, require_api_key, run_pipeline, uploaded_file)
+from ..memory import peak_rss_mb, release_memory, rss_mb
+from .web import (admission_gate, app_state, admit_request, current_engine, current_model, current_settings,
+                  form_options, image_response, request_deadline, require_api_key, run_pipeline, uploaded_file)
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 bp.before_request(require_api_key)
@@ -106,7 +106,7 @@ def status():
 
 
 def _cpu(about: dict) -> dict:
-    from .cpu import cpu_classes, integer_class
+    from ..model.cpu import cpu_classes, integer_class
 
     return {"classes": list(cpu_classes()), "integer_class": integer_class(),
             "exact_int8_mode": bool(about.get("exact_int8_mode"))}

@@ -14,7 +14,7 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterator
 
-from .errors import Busy, TimedOut
+from ..errors import Busy, TimedOut
 
 # Weight of the newest run in the moving average of run times.
 _SMOOTHING = 0.3
@@ -40,7 +40,7 @@ class AdmissionGate:
         # Called after each turn with (seconds waited for it, seconds it ran): the metrics' hook.
         self.observer: Callable[[float, float], None] | None = None
         # Called with the lock held after each change, with "admitted", "refused" (and the reason)
-        # or "changed": the metrics keep their gauges and counters from it (service/metrics.py).
+        # or "changed": the metrics keep their gauges and counters from it (service/http/metrics.py).
         self.listener: Callable[[str, str | None], None] | None = None
 
     def _notify(self, event: str, reason: str | None = None) -> None:

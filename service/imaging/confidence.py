@@ -18,7 +18,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from .imaging import CERTAIN_LEVEL
+from .geometry import CERTAIN_LEVEL
 
 EMPTY_SHARE, FULL_SHARE = 0.001, 0.98
 FRAGMENTED_OUTLINE = 30.0

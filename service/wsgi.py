@@ -1,4 +1,0 @@
-"""The WSGI application for any WSGI server: ``gunicorn service.wsgi:app`` (built at import)."""
-from . import create_app
-
-app = create_app()
