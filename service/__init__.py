@@ -78,7 +78,7 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     app.register_blueprint(jobs_bp)
     app.register_blueprint(removebg_bp)
     app.register_blueprint(rembg_bp)
-    register_error_handlers(app, settings.max_file_size_mb)
+    register_error_handlers(app)
     init_request_log(app, settings.cors_origins)
     state.metrics.init_app(app, state.keys, settings.metrics_require_key)
     app.after_request(rate_limit_headers)

@@ -14,15 +14,15 @@ import json
 import time
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from ..model.catalog import CATALOG
 from .download import download
-from ..errors import BadRequest, MissingFile, ServiceError, Unauthorized, memory_exhausted
+from ..errors import BadRequest, MissingFile, Unauthorized
 from ..library import REMBG_NAMES, finish, png
 from .params import REMBG, options_of, read_form
 from ..pipeline import Options
-from .web import (admit_request, count_request, current_model, current_settings, drain_body, key_accepted,
+from .web import (admit_request, answer_errors, count_request, current_model, current_settings, key_accepted,
                   quality_headers, read_file, request_deadline, run_pipeline)
 
 bp = Blueprint("rembg", __name__, url_prefix="/api")
@@ -35,22 +35,7 @@ def _detail(status: int, detail: str, headers: dict | None = None) -> Response:
     return response
 
 
-@bp.errorhandler(ServiceError)
-def _service_error(exc: ServiceError):
-    return _detail(exc.status, exc.message, exc.headers())
-
-
-@bp.errorhandler(MemoryError)
-def _out_of_memory(exc: MemoryError):
-    return _service_error(memory_exhausted(exc))
-
-
-@bp.errorhandler(RequestEntityTooLarge)
-def _too_large(exc):
-    drain_body()
-    response = _detail(413, f"the upload is larger than {current_settings().max_file_size_mb} MB")
-    response.headers["Connection"] = "close"
-    return response
+answer_errors(bp, lambda exc: _detail(exc.status, exc.message, exc.headers()))
 
 
 @bp.errorhandler(HTTPException)

@@ -14,14 +14,14 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, g, jsonify, request
 from PIL import Image
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from .download import download
-from ..errors import ServiceError, memory_exhausted
+from ..errors import ServiceError
 from ..imaging.geometry import parse_position, parse_roi, parse_scale, subject_box
 from .params import REMOVEBG, TABLE, options_of
 from ..pipeline import Options
-from .web import (admit_request, background, background_picture, count_request, current_settings, drain_body,
+from .web import (admit_request, answer_errors, background, background_picture, count_request, current_settings,
                   key_accepted, key_ring, quality_headers, request_deadline, run_pipeline)
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
@@ -62,23 +62,7 @@ def _errors(status: int, code: str, detail: str, headers: dict | None = None) ->
     return response
 
 
-@bp.errorhandler(ServiceError)
-def _service_error(exc: ServiceError):
-    return _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, exc.headers())
-
-
-@bp.errorhandler(MemoryError)
-def _out_of_memory(exc: MemoryError):
-    return _service_error(memory_exhausted(exc))
-
-
-@bp.errorhandler(RequestEntityTooLarge)
-def _too_large(exc):
-    drain_body()
-    limit = current_settings().max_file_size_mb
-    response = _errors(413, "file_too_large", f"the upload is larger than {limit} MB")
-    response.headers["Connection"] = "close"
-    return response
+answer_errors(bp, lambda exc: _errors(exc.status, _CODES.get(exc.code, exc.code), exc.message, exc.headers()))
 
 
 @bp.errorhandler(HTTPException)

@@ -9,8 +9,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Callable
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
@@ -318,17 +319,26 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
-    @app.errorhandler(ServiceError)
-    def _service_error(exc: ServiceError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers())
+def answer_errors(target: Flask | Blueprint, answer: Callable[[ServiceError], Response]) -> None:
+    """Register on ``target`` (the app, or the blueprint of an API with its own error shape) the
+    handlers that answer a ServiceError, an upload over MAX_FILE_SIZE_MB and a MemoryError with
+    ``answer``, which writes a ServiceError as that API writes its errors."""
+    target.register_error_handler(ServiceError, answer)
+    target.register_error_handler(MemoryError, lambda exc: answer(memory_exhausted(exc)))
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc):
+    def too_large(exc: RequestEntityTooLarge) -> Response:
         drain_body()
-        response = error_response(413, FileTooLarge.code, f"upload is larger than {max_file_size_mb} MB")
+        response = answer(FileTooLarge(f"the upload is larger than {current_settings().max_file_size_mb} MB"))
         response.headers["Connection"] = "close"
         return response
+
+    target.register_error_handler(RequestEntityTooLarge, too_large)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """The app's own error answers (``{"error": …}``): typed errors, Werkzeug's HTTP errors, and a
+    500 for anything unexpected."""
+    answer_errors(app, lambda exc: error_response(exc.status, exc.code, exc.message, exc.headers()))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -337,10 +347,6 @@ def register_error_handlers(app: Flask, max_file_size_mb: int) -> None:
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-
-    @app.errorhandler(MemoryError)
-    def _out_of_memory(exc: MemoryError):
-        return _service_error(memory_exhausted(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
