@@ -48,7 +48,8 @@ def create_app(config: Mapping[str, str] | None = None, engine=None):
     from .http.metrics import Metrics
     from .http.requestlog import init_app as init_request_log
     from .model.sizing import gpu_memory_mb, plan
-    from .http.web import STATE, AppState, rate_limit_headers, register_error_handlers
+    from .http.state import AppState, rate_limit_headers, STATE
+    from .http.answers import register_error_handlers
 
     settings = Settings.from_env({**os.environ, **(config or {})})
 

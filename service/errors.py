@@ -2,7 +2,7 @@
 
 Every error a client can see is ``{"error": "<message>", "code": "<short_code>"}``
 with an HTTP status; no stack trace ever leaves the process. The handlers that answer them
-are in service/http/web.py: this module imports no web framework, so that the settings (which
+are in service/http/answers.py: this module imports no web framework, so that the settings (which
 know the key file's errors) load without Flask in gunicorn's master.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.imaging.decode import decode_upload
-from service.http.web import app_state
+from service.http.state import app_state
 from tools.evaluate import band_metrics, iou, mae, max_f_measure, score, uncertain_band
 
 

@@ -12,7 +12,7 @@ from tools.evaluate import iou
 from service.model.fetch import verify
 from service.imaging.decode import decode_upload
 from service.imaging.geometry import main_box
-from service.http.web import app_state
+from service.http.state import app_state
 
 from .support import gradient, png_header_only, save, start_server
 

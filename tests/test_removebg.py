@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.imaging.geometry import SOLID_LEVEL, main_box
 from service.imaging.decode import decode_upload
-from service.http.web import app_state
+from service.http.state import app_state
 from tools.evaluate import iou
 
 from .support import API_KEY, gradient, npm_install, save

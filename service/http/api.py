@@ -11,8 +11,10 @@ from ..version import __version__
 from ..config import ALLOWED_EXTENSIONS
 from .params import CHANGE_COLOR, REMOVE
 from ..memory import peak_rss_mb, release_memory, rss_mb
-from .web import (admission_gate, app_state, admit_request, current_engine, current_model, current_settings,
-                  form_options, image_response, request_deadline, require_api_key, run_pipeline, uploaded_file)
+from .state import admission_gate, app_state, current_engine, current_model, current_settings, require_api_key
+from .web import admit_request, form_options, request_deadline, run_pipeline
+from .answers import image_response
+from .uploads import uploaded_file
 
 bp = Blueprint("bg", __name__, url_prefix="/api/bg")
 bp.before_request(require_api_key)

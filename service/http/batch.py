@@ -29,8 +29,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from ..errors import BadRequest, FileTooLarge, MissingFile, ServiceError, memory_exhausted
 from ..pipeline import Options
 from .params import BATCH
-from .web import (admission_gate, current_settings, drain_body, form_options, read_file, request_deadline,
-                  require_api_key, run_pipeline, safe_stem)
+from .state import admission_gate, current_settings, require_api_key
+from .uploads import drain_body, read_file, safe_stem
+from .web import form_options, request_deadline, run_pipeline
 
 log = logging.getLogger(__name__)
 bp = Blueprint("batch", __name__, url_prefix="/api/bg")

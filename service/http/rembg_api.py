@@ -22,8 +22,10 @@ from ..errors import BadRequest, MissingFile, Unauthorized
 from ..library import REMBG_NAMES, finish, png
 from .params import REMBG, options_of, read_form
 from ..pipeline import Options
-from .web import (admit_request, answer_errors, count_request, current_model, current_settings, key_accepted,
-                  quality_headers, read_file, request_deadline, run_pipeline)
+from .web import admit_request, request_deadline, run_pipeline
+from .answers import answer_errors, quality_headers
+from .state import count_request, current_model, current_settings, key_accepted
+from .uploads import read_file
 
 bp = Blueprint("rembg", __name__, url_prefix="/api")
 

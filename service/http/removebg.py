@@ -21,8 +21,9 @@ from ..errors import ServiceError
 from ..imaging.geometry import parse_position, parse_roi, parse_scale, subject_box
 from .params import REMOVEBG, TABLE, options_of
 from ..pipeline import Options
-from .web import (admit_request, answer_errors, background, background_picture, count_request, current_settings,
-                  key_accepted, key_ring, quality_headers, request_deadline, run_pipeline)
+from .web import admit_request, background, background_picture, request_deadline, run_pipeline
+from .answers import answer_errors, quality_headers
+from .state import count_request, current_settings, key_accepted, key_ring
 
 bp = Blueprint("removebg", __name__, url_prefix="/v1.0")
 

@@ -73,7 +73,7 @@ class JsonErrorWorker(ThreadWorker):
             sys.exit(Arbiter.WORKER_BOOT_ERROR)  # the master halts on it
 
     def handle_exit(self, sig, frame):
-        from .web import STATE
+        from .state import STATE
 
         state = getattr(getattr(self, "wsgi", None), "extensions", {}).get(STATE)  # none before the app is built
         if state is None or state.draining.is_set():

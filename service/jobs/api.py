@@ -14,7 +14,8 @@ from ..http.params import JOBS
 from ..http.batch import output_name, request_items, request_options
 from ..http.download import check_url
 from ..errors import Busy, FileTooLarge, ServiceError, Unauthorized
-from ..http.web import admission_gate, app_state, count_request, current_settings, drain_body, key_accepted
+from ..http.state import admission_gate, app_state, count_request, current_settings, key_accepted
+from ..http.uploads import drain_body
 from . import RETRIES, Jobs
 from .store import new_id, valid_id
 
