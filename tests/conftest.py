@@ -21,15 +21,16 @@ from .support import API_KEY, CORS_ORIGIN, ROOT, mirror, start_server
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A directory holding verified u2netp, isnet-general-tiny, isnet-general-int8 and isnet-general-ir files, and
-    the files they are built from (rembg's u2netp, the fp16 IS-Net), which tests rebuild from."""
+    """A directory holding verified u2netp, isnet-general-tiny, isnet-general-int8, isnet-general-ir and
+    isnet-general-gpu files, and the files they are built from (rembg's u2netp, the fp16 IS-Net), which
+    tests rebuild from."""
     from service.model.catalog import CATALOG
     from service.model.fetch import fetch_model
 
     directory = Path(os.environ.get("MODEL_DIR") or tmp_path_factory.mktemp("models"))
     source = mirror()
     for name in ("u2netp-rembg", "u2netp", "isnet-general-use-fp16", "isnet-general-tiny", "isnet-general-int8",
-                 "isnet-general-ir"):
+                 "isnet-general-ir", "isnet-general-gpu"):
         fetch_model(CATALOG[name], directory, Path(source) if source else None, show_progress=False)
     return directory
 

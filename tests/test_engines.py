@@ -52,9 +52,10 @@ def test_a_named_engine_gets_its_best_precision():
 
 
 def test_a_gpu_runs_the_float16_build_on_onnx_runtime():
-    on_gpu = Choice("onnxruntime", "float16", "isnet-general-use-fp16", device="cuda")
+    on_gpu = Choice("onnxruntime", "float16", "isnet-general-gpu", device="cuda")  # taking 8-bit pixels
     assert pick(device="cuda", gpu=True) == on_gpu
     assert pick(gpu=True) == on_gpu  # auto, where a GPU answers
+    # TensorRT: the network that build wraps, at its one input shape
     assert pick(device="tensorrt", gpu=True) == Choice("onnxruntime", "float16", "isnet-general-use-fp16",
                                                        device="tensorrt")
     # a row without a float16 build runs as it is; an explicit precision is kept
@@ -77,7 +78,7 @@ def test_where_no_gpu_answers_auto_runs_what_the_cpu_runs_best():
 
 
 def test_float16_is_for_the_float16_builds():
-    assert pick(precision="float16") == Choice("onnxruntime", "float16", "isnet-general-use-fp16")
+    assert pick(precision="float16") == Choice("onnxruntime", "float16", "isnet-general-gpu")
     with pytest.raises(EngineUnavailable, match="u2netp has no float16 build"):
         pick(U2NETP, precision="float16")
     with pytest.raises(EngineUnavailable, match="the float16 builds run on ONNX Runtime"):

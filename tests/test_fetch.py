@@ -57,7 +57,8 @@ def test_every_catalog_row_is_complete():
         for source in spec.sources:
             if isinstance(source, Build):
                 assert source.base in CATALOG and source.recipe in ("int8", "split", "float32", "static-int8",
-                                                                             "openvino-ir")
+                                                                             "openvino-ir", "pixels")
+                assert (source.recipe == "pixels") == spec.pixels, spec.name
                 assert (source.recipe == "static-int8") == (source.table is not None), spec.name
                 if source.table:
                     assert (CALIBRATION / source.table).is_file(), source.table

@@ -150,6 +150,7 @@ from service.model.catalog import CATALOG
 from service.config import Settings
 from service.model.engines import fetched_engine
 from service.model.engines.onnxruntime_engine import OnnxRuntimeEngine
+import numpy as np
 from service.imaging.network import preprocess
 from service.memory import peak_rss_mb
 model, threads, reuse, repeats, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
@@ -159,7 +160,8 @@ if reuse == "server":  # the engine and precision the server would choose
 else:  # ONNX Runtime's buffer reuse on or off (bench --compare-reuse)
     engine = OnnxRuntimeEngine(spec, settings.model_dir / spec.filename, threads, mem_reuse=reuse == "on",
                                float_weights=settings.float_weights)
-x = preprocess(Image.new("RGB", (800, 600), (120, 90, 60)), spec)
+photo = Image.new("RGB", (800, 600), (120, 90, 60))
+x = np.asarray(photo)[None] if engine.build.pixels else preprocess(photo, spec)  # a pixels build scales inside
 for _ in range(warmup):
     engine.run(x)
 times = []
@@ -311,8 +313,14 @@ def stages(models: list[str], photos: Path | None, threads: int, engines: list[s
 
         for _, data in payloads:
             rgb = timed("decode", decode_upload, data, settings.max_dimension, settings.max_pixels).rgb
-            batch = timed("preprocess", preprocess, rgb, spec)
-            mask = timed("postprocess", postprocess, timed("session.run", engine.run, batch), rgb.size)
+            if engine.build.pixels:  # scaled and normalised inside the graph: all of it is the run
+                mask = Image.fromarray(timed("session.run", engine.run, np.asarray(rgb)[None]), "L")
+                times["preprocess"].append(0.0)
+                times["postprocess"].append(0.0)
+            else:
+                batch = timed("preprocess", preprocess, rgb, spec)
+                mask = timed("postprocess", postprocess, timed("session.run", engine.run, batch), rgb.size,
+                             spec.activation)
             timed("refine (opt-in)", refine_mask, rgb, mask, spec.input_size)
             subject = timed("foreground", estimate_foreground, rgb, mask)
             timed("PNG", encode, cutout(subject, mask), "png")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-RECIPES = ("int8", "static-int8", "float32", "openvino-ir", "split")
+RECIPES = ("int8", "static-int8", "float32", "openvino-ir", "split", "pixels")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", action="append", dest="outputs", metavar="NAME",
                         help="keep only this output of the graph (repeatable)")
     parser.add_argument("--table", help="the calibration table's name in tools/calibration (static-int8)")
+    parser.add_argument("--network", nargs=7, type=float, metavar=("SIZE", "MEAN_R", "MEAN_G", "MEAN_B", "STD_R",
+                                                                    "STD_G", "STD_B"),
+                        help="the network's input side and its normalisation (pixels)")
     args = parser.parse_args(argv)
     try:
         from . import quantize  # imports onnx
@@ -38,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
             quantize.build_float32_graph(args.base, args.target, args.outputs)
         elif args.recipe == "openvino-ir":
             quantize.build_openvino_ir(args.base, args.target)
+        elif args.recipe == "pixels":
+            from .pixels import build_pixels_model
+
+            size, *normal = args.network
+            build_pixels_model(args.base, args.target, args.outputs[0], int(size), tuple(normal[:3]),
+                               tuple(normal[3:]))
         else:
             quantize.build_split_model(args.base, args.target)
     except (ValueError, OSError) as exc:

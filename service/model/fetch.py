@@ -261,8 +261,12 @@ def _from_build(spec: ModelSpec, source: Build, part: Path, progress: Progress,
     had_base = base_path.exists()
     fetch_model(base, model_dir, mirror=mirror, show_progress=progress.enabled, catalog=catalog)
     log.info("building %s from %s", spec.name, base.name)
-    command = [source.recipe, str(base_path), str(part), *(["--output", spec.output] if spec.output else []),
-               *(["--table", source.table] if source.table else [])]
+    if source.recipe == "pixels":  # the base's output, wrapped, and how its input is made
+        command = [source.recipe, str(base_path), str(part), "--output", base.output,
+                   "--network", *map(str, (base.input_size, *base.mean, *base.std))]
+    else:
+        command = [source.recipe, str(base_path), str(part), *(["--output", spec.output] if spec.output else []),
+                   *(["--table", source.table] if source.table else [])]
     try:
         run_build(command, f"building from {base.name}", progress)
     finally:

@@ -80,11 +80,11 @@ def _warm_up(engine) -> None:
     cuDNN's kernels (and TensorRT builds its engine), which would otherwise fall on a user's photo."""
     import time
 
-    import numpy as np
+    from PIL import Image
 
     size = engine.spec.input_size
     started = time.perf_counter()
-    engine.run(np.zeros((1, 3, size, size), np.float32))
+    engine.predict_mask(Image.new("RGB", (size, size)))
     log.info("warmed up on %s in %.1f s", engine.device, time.perf_counter() - started)
 
 

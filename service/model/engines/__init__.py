@@ -58,16 +58,22 @@ class Engine:
     device_reason: str | None = None  # why the device is not the one asked for (service/model/device.py)
 
     def run(self, batch: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32. At ``deadline``
+        """Network input (1, 3, S, S) float32 → its output (1, 1, S, S) float32; for a pixels build
+        (``build.pixels``) the photo's pixels (1, H, W, 3) uint8 → its mask (H, W) uint8. At ``deadline``
         (a ``time.monotonic()`` value) the run stops and TimedOut is raised; a failed allocation
         raises OutOfMemory (503), any other failure InferenceFailed; the engine stays usable."""
         raise NotImplementedError
 
     def predict_mask(self, rgb: Image.Image, deadline: float | None = None) -> Image.Image:
         """RGB image → soft foreground mask, mode L, same size as ``rgb``."""
+        import numpy as np
+        from PIL import Image
+
         from ...imaging.network import postprocess, preprocess
 
         try:
+            if self.build.pixels:  # scaled, normalised and scaled back where the graph runs
+                return Image.fromarray(self.run(np.asarray(rgb)[None], deadline), "L")
             return postprocess(self.run(preprocess(rgb, self.spec), deadline), rgb.size, self.spec.activation)
         except MemoryError as exc:  # numpy's, around the run
             raise self.out_of_memory(exc) from exc
@@ -127,9 +133,14 @@ def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def _build(spec: ModelSpec, engine: str, precision: str) -> str | None:
+def _build(spec: ModelSpec, engine: str, precision: str, device: str = "cpu") -> str | None:
     if precision in ("int8", "float16"):
-        return spec.name if spec.precision == precision else {"int8": spec.int8, "float16": spec.gpu}[precision]
+        build = spec.name if spec.precision == precision else {"int8": spec.int8, "float16": spec.gpu}[precision]
+        if device == "tensorrt" and build and CATALOG[build].pixels:
+            # TensorRT builds an engine for each input shape, and a pixels build's varies with the
+            # photo: it runs the network inside, at its fixed size, the server scaling around it
+            return CATALOG[build].sources[0].base
+        return build
     return (spec.openvino or spec.name) if engine == "openvino" else spec.name
 
 
@@ -207,11 +218,11 @@ def choose(spec: ModelSpec, engine: str = "auto", precision: str = "auto", devic
         engine = "openvino" if precision == "bfloat16" else "onnxruntime"
     reason = _refusal(spec, engine, precision, placed, classes, openvino)
     if reason is None:
-        return Choice(engine, precision, _build(spec, engine, precision), None, placed, device_reason)
+        return Choice(engine, precision, _build(spec, engine, precision, placed), None, placed, device_reason)
     if not fallback:
         raise EngineUnavailable(f"{reason}; or set BG_REMOVAL_FALLBACK=true to serve what this machine can")
     engine, precision = _auto(spec, "auto", placed, classes, openvino, on_gpu)
-    return Choice(engine, precision, _build(spec, engine, precision), reason, placed, device_reason)
+    return Choice(engine, precision, _build(spec, engine, precision, placed), reason, placed, device_reason)
 
 
 def settings_choice(spec: ModelSpec, settings, device: str | None = None) -> Choice:
