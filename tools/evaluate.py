@@ -138,8 +138,8 @@ def _mean(values: list[float], digits: int = 4) -> str:
 def _our_masks(rows: list[Row], model: str, threads: int, refine: bool, full_size: bool = False,
                reference: bool = False) -> Iterator[tuple[Image.Image, Image.Image]]:
     """(photo, alpha) per row, through the pipeline the HTTP API and the CLI walk, on the engine
-    and precision the settings choose (a ``reference`` on ONNX Runtime in float32, or in its row's own precision); with
-    ``full_size``, at the photo's own size as ``size=full`` answers."""
+    and precision the settings choose (a ``reference`` on ONNX Runtime in float32, or in its row's
+    own precision); with ``full_size``, at the photo's own size as ``size=full`` answers."""
     from dataclasses import replace
 
     from service.model.catalog import CATALOG
