@@ -149,7 +149,8 @@ def cgroup_300():
 def test_a_model_that_needs_more_than_the_containers_limit_is_refused_or_falls_back(base_env, cgroup_300, tmp_path):
     with pytest.raises(RuntimeError, match="exited") as info:
         start_server(dict(base_env), tmp_path / "refused.log", preexec_fn=cgroup_300.enter)
-    need = CATALOG[settings_choice(CATALOG["isnet-general-tiny"], Settings()).build].memory_mb  # the build chosen here
+    choice = settings_choice(CATALOG["isnet-general-tiny"], Settings())  # the build and engine chosen here
+    need = CATALOG[choice.build].memory_at_work(choice.engine)
     assert f"isnet-general-tiny needs about {need} MB at work; this container's memory limit is 300 MB" in str(info.value)
     with pytest.raises(RuntimeError, match="exited") as info:  # refused before its 1 GB download
         start_server({**base_env, "BG_REMOVAL_MODEL": "birefnet-general"}, tmp_path / "big.log",

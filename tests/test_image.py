@@ -14,6 +14,8 @@ import psutil
 import pytest
 from PIL import Image
 
+from service.model.catalog import CATALOG
+from service.model.engines import choose
 from tools.cgroup import CgroupUnavailable, MemoryCgroup
 
 from .image_build import Image as BuiltImage
@@ -68,7 +70,13 @@ def test_the_runtime_image_is_slim(image):
     assert not (site / "onnx").exists()  # the build tools stayed in the build stage
     for tool in ("npm", "node", "gcc", "cc", "g++"):
         assert not (image.root / "usr/bin" / tool).exists(), tool
-    assert list((image.root / "models").glob("isnet-general-tiny.onnx")), "the model is in the image"
+    # the build the default is served with on every CPU class and engine, whichever CPU runs the image
+    for classes in (("AVX2",), ("AVX2", "AVX-VNNI"), ("AVX2", "AVX512", "AVX512-VNNI"),
+                    ("AVX2", "AVX512", "AVX512-VNNI", "AVX512_BF16", "AMX-INT8", "AMX-BF16")):
+        for engine in ("auto", "onnxruntime"):
+            choice = choose(CATALOG["isnet-general-tiny"], engine, classes=classes, openvino=True, gpu=False)
+            build = CATALOG[choice.build]
+            assert (image.root / "models" / build.filename).is_file(), (classes, engine, build.name)
     ours = image.size - base_size()  # the stand-in base is Debian's, larger than python:3.11-slim
     assert ours < 700 * 2**20, f"{ours / 2**20:.0f} MB over the base"
     print(f"\nimage {image.size / 2**20:.0f} MB, of which {ours / 2**20:.0f} MB over the base")

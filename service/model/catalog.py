@@ -98,6 +98,10 @@ class ModelSpec:
     # (H, W) uint8, scaling and normalising inside it (a "pixels" build, for a GPU).
     pixels: bool = False
 
+    def memory_at_work(self, engine: str | None) -> int | None:
+        """MB this row needs at work when ``engine`` runs it (OpenVINO's own figure where it has one)."""
+        return (self.openvino_memory_mb if engine == "openvino" else None) or self.memory_mb
+
 
 @dataclass(frozen=True)
 class DataFile:

@@ -99,7 +99,7 @@ def check_memory(name: str, build: str | None = None, engine: str | None = None,
     spec, limit = CATALOG[name], cgroup_limit_mb()
     if build is not None and CATALOG[build].memory_mb:
         spec = CATALOG[build]
-    need_mb = (spec.openvino_memory_mb if engine == "openvino" else None) or spec.memory_mb
+    need_mb = spec.memory_at_work(engine)
     if need_mb and limit and need_mb * workers > limit:
         need = "about" if spec.memory_measured else "at least"
         each = f" in each of {workers} workers (BG_REMOVAL_WORKERS)" if workers > 1 else ""

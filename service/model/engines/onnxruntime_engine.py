@@ -68,12 +68,15 @@ class OnnxRuntimeEngine(Engine):
         # can saturate; its u8×u8 path is exact there, and gives the same masks as the VNNI kernels
         # (checked on isnet-general-int8: identical on ../shared/eval). With VNNI it is only slower
         # (0.7 → 2.3 s a run), so it is asked for only where it is needed.
-        self.integer_class = integer_class()
-        self.exact_int8 = self.integer_class not in EXACT_U8S8
-        if self.exact_int8:
-            options.add_session_config_entry("session.x64quantprecision", "1")
+        # Only builds with integer kernels (static int8) ask: with it, ONNX Runtime 1.32 cannot load
+        # isnet-general-tiny, whose int8 weights it widens to float32 at load anyway ("Attempt to
+        # replace the existing tensor", seen on an AVX2-only AMD EPYC).
         self.spec, self.build = spec, build or spec
         self.precision = precision or self.build.precision or "float32"
+        self.integer_class = integer_class()
+        self.exact_int8 = self.integer_class not in EXACT_U8S8 and self.precision == "int8"
+        if self.exact_int8:
+            options.add_session_config_entry("session.x64quantprecision", "1")
         self.threads = threads
         self.float_weights = float_weights
         self.session = ort.InferenceSession(str(path), options, providers=self.placement.providers)
