@@ -2,9 +2,7 @@
 and on a GPU, what is refused, and a real server with two workers and two images at once each."""
 from __future__ import annotations
 
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -114,8 +112,9 @@ def test_with_two_workers_a_scrape_counts_both(base_env, tmp_path, sample_photo)
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
-    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2"}
-    before = set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*"))
+    temp = tmp_path / "temp"  # the server's own temp folder: other tests' servers make metrics folders too
+    temp.mkdir()
+    env = {**base_env, "BG_REMOVAL_MODEL": "u2netp", "BG_REMOVAL_WORKERS": "2", "TMPDIR": str(temp)}
     server = start_server(env, tmp_path / "server.log")
     try:
         pids, sent = set(), 0
@@ -138,8 +137,8 @@ def test_with_two_workers_a_scrape_counts_both(base_env, tmp_path, sample_photo)
             assert info["model"] == "u2netp" and info["device"] == "cpu"
             assert samples[("bg_process_peak_resident_memory_bytes", ())] > 50 * 2**20
             assert not any(name.startswith("process_") for name, _ in samples)  # one worker's alone: left out
-        made = set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*")) - before
-        assert len(made) == 1 and any(made.pop().iterdir())  # the workers' files
+        (made,) = temp.glob("bg-removal-metrics-*")
+        assert any(made.iterdir())  # the workers' files
     finally:
         assert server.stop() == 0
-    assert set(Path(tempfile.gettempdir()).glob("bg-removal-metrics-*")) == before  # removed at exit
+    assert not any(temp.glob("bg-removal-metrics-*"))  # removed at exit
