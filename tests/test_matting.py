@@ -122,6 +122,20 @@ def test_the_fine_pass_in_strips_gives_the_one_pass_answer(monkeypatch):
     assert np.array_equal(in_strips, np.asarray(estimate_foreground(photo, mask)))
 
 
+def test_the_fine_pass_on_threads_gives_the_answer_of_one(monkeypatch):
+    import service.imaging.matting
+    import service.imaging.pool
+
+    photo, truth = strands_over_an_edge(height=300)
+    mask = Image.fromarray(truth).filter(ImageFilter.GaussianBlur(3))
+    monkeypatch.setattr(service.imaging.matting, "_STRIP", 16)  # several boxes for the threads
+    monkeypatch.setattr(service.imaging.pool, "MAX_THREADS", 4)
+    on_threads = np.asarray(estimate_foreground(photo, mask))
+    monkeypatch.setattr(service.imaging.pool, "MAX_THREADS", 1)
+    assert np.array_equal(on_threads, np.asarray(estimate_foreground(photo, mask)))
+    assert not np.array_equal(on_threads, np.asarray(photo))  # the band's colours were estimated
+
+
 def test_the_fine_pass_over_runs_of_columns_gives_the_one_box_answer(monkeypatch):
     import service.imaging.matting
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .geometry import CERTAIN_LEVEL
+from .pool import spread
 from ..memory import heap_buffers
 
 # The first pass spreads colours far into the band (radius 90 px), the second restores
@@ -131,21 +132,27 @@ def estimate_foreground(rgb: Image.Image, mask: Image.Image) -> Image.Image:
         margin = _RADII[1]
         # The fine pass goes down the band in strips, and along each strip over the runs of
         # columns that hold soft pixels, each box with the window's reach around it: the same
-        # answer as one pass over the whole band's box, over a fraction of its pixels.
-        for top in range(rows[0], rows[-1] + 1, _STRIP):
-            bottom = min(top + _STRIP, rows[-1] + 1)
-            for left, right in _runs(soft[top:bottom].any(axis=0), margin):
-                box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
-                image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
-                # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
-                small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
-                size = (box[2] - box[0], box[3] - box[1])
-                mean_fg, mean_bg = (_floats(m.resize(size, Image.Resampling.BILINEAR, box=small_box))
-                                    for m in coarse_images)
-                fg = _fuse(image, alpha, mean_fg, mean_bg)
-                fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, margin))[top - box[1]:bottom - box[1]]
-                band = soft[top:bottom, left:right]
-                out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
+        # answer as one pass over the whole band's box, over a fraction of its pixels. Boxes
+        # write disjoint parts of ``out``, so they run side by side (service/imaging/pool.py).
+        boxes = [(left, top, right, min(top + _STRIP, rows[-1] + 1))
+                 for top in range(rows[0], rows[-1] + 1, _STRIP)
+                 for left, right in _runs(soft[top:min(top + _STRIP, rows[-1] + 1)].any(axis=0), margin)]
+
+        def fine(span: tuple[int, int, int, int]) -> None:
+            left, top, right, bottom = span
+            box = (left, max(top - margin, 0), right, min(bottom + margin, a.shape[0]))
+            image, alpha = _floats(rgb.crop(box)), _floats(mask.crop(box))
+            # the coarse means, scaled up for this box only (its corners in the small image's coordinates)
+            small_box = (box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y)
+            size = (box[2] - box[0], box[3] - box[1])
+            mean_fg, mean_bg = (_floats(m.resize(size, Image.Resampling.BILINEAR, box=small_box))
+                                for m in coarse_images)
+            fg = _fuse(image, alpha, mean_fg, mean_bg)
+            fg = _fuse(image, alpha, *_means(image, alpha, fg, mean_bg, margin))[top - box[1]:bottom - box[1]]
+            band = soft[top:bottom, left:right]
+            out[top:bottom, left:right][band] = np.rint(fg[band] * 255).astype(np.uint8)
+
+        spread(fine, boxes)
     return Image.fromarray(out)
 
 
