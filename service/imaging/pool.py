@@ -24,7 +24,7 @@ MAX_THREADS = 4
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
+_pool_for: tuple[int, int] = (0, 0)  # (process id, threads) it was made for
 
 
 def threads() -> int:
@@ -34,11 +34,11 @@ def threads() -> int:
 
 
 def _executor(size: int) -> ThreadPoolExecutor:
-    global _pool, _pool_pid
+    global _pool, _pool_for
     with _lock:
-        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers != size:
+        if _pool is None or _pool_for != (os.getpid(), size):
             _pool = ThreadPoolExecutor(size, thread_name_prefix="bg-steps")  # the old one's threads end idle
-            _pool_pid = os.getpid()
+            _pool_for = (os.getpid(), size)
         return _pool
 
 
